@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * The driver contract (DESIGN.md, "The driver contract"): a driver owns the
+ * device's translation table, the core owns the policy.
+ *
+ * A registration's translation is a list of extents (offset, length -> backing),
+ * like a KLM list. A backing is a pinned unit (an io_uring slot, a chunk MR).
+ * The core calls, in this order and never otherwise:
+ *   pin(new pages) -> map(registration, extents) -> fence() -> unpin(replaced)
+ *
+ * Thread safety: the core serialises every call below under its context lock.
+ * A driver's own data path (DMA submission) may run concurrently with map() and
+ * must see either the old or the new translation, never a torn one.
+ */
+#ifndef MRSYNC_DRIVER_HPP
+#define MRSYNC_DRIVER_HPP
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <mrsync/result.hpp>
+
+namespace mrsync {
+
+/** Names one pinned unit inside a driver. */
+using BackingId = std::uint32_t;
+/** The backing of an invalid extent: the device must refuse DMA there. */
+inline constexpr BackingId kNoBacking = UINT32_MAX;
+
+/** Part of a registration's translation: [offset, offset + length) of the
+ *  registration is served by `backing`, at the same virtual addresses. */
+struct Extent {
+	std::uint64_t offset = 0;
+	std::uint64_t length = 0;
+	BackingId backing = kNoBacking;
+
+	friend bool operator==(const Extent &, const Extent &) = default;
+};
+
+/** Device registration keys (an RDMA lkey/rkey pair). */
+struct Keys {
+	std::uint32_t lkey = 0;
+	std::uint32_t rkey = 0;
+
+	friend bool operator==(const Keys &, const Keys &) = default;
+};
+
+struct DriverCaps {
+	std::uint64_t entry_granularity = 4096; /**< smallest rewritable entry */
+	std::uint64_t max_backing_bytes = 0;    /**< largest single backing */
+	std::uint32_t max_backings = 0;         /**< backings pinned at once */
+	bool keys_survive_map = true;           /**< false: map() may change keys */
+};
+
+class Driver {
+public:
+	virtual ~Driver() = default;
+
+	virtual std::string_view name() const noexcept = 0;
+	virtual DriverCaps caps() const noexcept = 0;
+
+	/**
+	 * Pins [va, va + len) and makes it addressable by the device as one unit.
+	 * @return the backing, or EFAULT (not mapped / not pinnable), ENOMEM
+	 *         (RLIMIT_MEMLOCK), ENOSPC (no free backing), with a message.
+	 */
+	virtual Result<BackingId> pin(std::uint64_t va, std::uint64_t len) = 0;
+
+	/** Releases a backing. Called only after a fence() that followed the
+	 *  map() which removed the backing's last use. */
+	virtual void unpin(BackingId backing) noexcept = 0;
+
+	/** Creates a device registration for [va, va + len) served by `translation`
+	 *  (sorted extents covering [0, len) exactly). */
+	virtual Result<Keys> create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
+				    std::span<const Extent> translation) = 0;
+
+	/** Replaces a registration's whole translation. Returns its keys: the
+	 *  same ones when caps().keys_survive_map. */
+	virtual Result<Keys> map(Keys keys, std::span<const Extent> translation) = 0;
+
+	/** Destroys a registration. No DMA may use its keys afterwards. */
+	virtual void destroy(Keys keys) noexcept = 0;
+
+	/** Returns once no DMA issued before the call can use an entry replaced
+	 *  by a map() issued before the call. */
+	virtual Status fence() = 0;
+
+	/** The process is a fork child: the driver's kernel objects belong to the
+	 *  parent. Drop them without touching them (close fds only); the object
+	 *  is destroyed right after and must not unregister anything. */
+	virtual void abandon() noexcept = 0;
+};
+
+/** What the context passes to a driver factory. */
+struct DriverConfig {
+	std::uint64_t entry_size = 4096;
+};
+
+/** A driver kind, registered at start-up by MRSYNC_REGISTER_DRIVER. */
+struct DriverFactory {
+	const char *name;
+	/** Probes at run time; on false, `why` says what is missing. */
+	bool (*available)(std::string &why);
+	Result<std::unique_ptr<Driver>> (*create)(const DriverConfig &config);
+};
+
+/** Adds a driver kind to the registry (called from static initialisers). */
+void register_driver(const DriverFactory &factory);
+/** The registered kind called `name`, or nullptr. */
+const DriverFactory *find_driver(std::string_view name);
+
+} // namespace mrsync
+
+#define MRSYNC_REGISTER_DRIVER(factory)                                                 \
+	namespace {                                                                     \
+	[[maybe_unused]] const bool mrsync_driver_registered_ =                         \
+		(::mrsync::register_driver(factory), true);                             \
+	}
+
+#endif

@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * mrsync C ABI: a registration cache that never hands out a stale translation.
+ *
+ * Every call returns 0 (or a count) on success and a negative errno on
+ * failure; mrsync_last_error() then gives a message naming the argument.
+ * Unless said otherwise, calls are thread-safe.
+ */
+#ifndef MRSYNC_H
+#define MRSYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A registration cache bound to one driver and its event sources. */
+struct mrsync_ctx;
+/** One cached registration (opaque). */
+struct mrsync_region;
+
+/** Rights a registration must grant (bitwise OR). */
+enum mrsync_access {
+	MRSYNC_ACCESS_LOCAL_WRITE = 1u << 0,
+	MRSYNC_ACCESS_REMOTE_WRITE = 1u << 1,
+	MRSYNC_ACCESS_REMOTE_READ = 1u << 2,
+};
+#define MRSYNC_ACCESS_ALL                                                              \
+	(MRSYNC_ACCESS_LOCAL_WRITE | MRSYNC_ACCESS_REMOTE_WRITE | MRSYNC_ACCESS_REMOTE_READ)
+
+/** Event sources (bitwise OR); 0 picks the kernel module when /dev/mrsync
+ *  exists, else userfaultfd. */
+enum mrsync_source_kind {
+	MRSYNC_SOURCE_KMOD = 1u << 0,   /**< /dev/mrsync mmu notifiers */
+	MRSYNC_SOURCE_UFFD = 1u << 1,   /**< userfaultfd monitor thread */
+	MRSYNC_SOURCE_MANUAL = 1u << 2, /**< mrsync_notify_unmap() */
+};
+
+enum mrsync_ctx_flags {
+	/** TEST ONLY: the hit path ignores generations, turning mrsync into a
+	 *  naive address-keyed cache. Exists so tests can prove they fail. */
+	MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK = 1u << 0,
+};
+
+struct mrsync_params {
+	uint32_t struct_size;           /**< sizeof(struct mrsync_params) */
+	uint32_t sources;               /**< MRSYNC_SOURCE_* mask; 0 = automatic */
+	const char *driver;             /**< driver name; NULL = "uring" */
+	uint64_t entry_size;            /**< translation entry size: a power of two >= the
+					     page size; 0 = the driver's granularity */
+	uint64_t max_registered_bytes;  /**< LRU-evict past this; 0 = unlimited */
+	uint32_t max_regions;           /**< LRU-evict past this; 0 = 4096 */
+	uint32_t flags;                 /**< MRSYNC_CTX_F_* */
+	uint64_t compact_threshold;     /**< compact when stale pinned bytes exceed this;
+					     0 = 64 MiB, UINT64_MAX = only on request */
+	uint32_t ring_entries;          /**< event ring size per source; 0 = 1024 */
+	uint32_t reserved;              /**< must be 0 */
+};
+
+/** Initialises params to the defaults. */
+#define MRSYNC_PARAMS_INIT {.struct_size = sizeof(struct mrsync_params)}
+
+/** A registration handed out by mrsync_get(). */
+struct mrsync_reg {
+	uint64_t addr;                 /**< start of the registered area */
+	uint64_t length;               /**< its length (covers the request) */
+	uint32_t lkey;                 /**< local key */
+	uint32_t rkey;                 /**< remote key */
+	struct mrsync_region *region;  /**< pass to mrsync_put() */
+};
+
+struct mrsync_stats {
+	uint64_t hits;                  /**< lookups served by the hit path */
+	uint64_t misses;                /**< lookups that took the slow path */
+	uint64_t resyncs;               /**< resync passes */
+	uint64_t full_resyncs;          /**< passes that redid everything (ring overflow, fork) */
+	uint64_t events;                /**< ranges drained from the sources */
+	uint64_t entries_repinned;      /**< translation entries pointed at new pages */
+	uint64_t bytes_repinned;
+	uint64_t entries_invalidated;   /**< entries left invalid (unmapped, not remapped) */
+	uint64_t regions;               /**< live registrations */
+	uint64_t registered_bytes;      /**< bytes they cover */
+	uint64_t pinned_bytes;          /**< bytes pinned by their backings */
+	uint64_t stale_pinned_bytes;    /**< pinned bytes no entry uses (awaiting compaction) */
+	uint64_t invalid_bytes;         /**< registered bytes with no valid translation */
+	uint64_t registrations;         /**< device registrations created */
+	uint64_t evictions;             /**< registrations evicted by the LRU */
+	uint64_t compactions;           /**< backings re-pinned to drop stale bytes */
+	uint64_t key_changes;           /**< resyncs that changed a key */
+};
+
+/**
+ * Creates a context.
+ * @param params NULL for defaults, else initialised with MRSYNC_PARAMS_INIT.
+ * @param out    receives the context.
+ * @return 0, -EINVAL (a field is invalid; the message names it), -ENODEV (the
+ *         driver or a requested source is unavailable), -ENOMEM.
+ */
+int mrsync_ctx_create(const struct mrsync_params *params, struct mrsync_ctx **out);
+
+/** Destroys a context and every registration; sets *ctx to NULL.
+ *  No other call on the context may be running. */
+void mrsync_ctx_destroy(struct mrsync_ctx **ctx);
+
+/**
+ * Returns a registration covering [addr, addr + len) with at least `access`.
+ * The hit path checks each source's generation and reads the cache without a
+ * lock, an atomic read-modify-write or an allocation. The registration stays
+ * valid (keys, translation of the range) until mrsync_put().
+ * @return 0; -EINVAL (NULL or zero-length or wrapping range, unknown access bits),
+ *         -EFAULT (part of the range is not mapped), -ENOMEM (RLIMIT_MEMLOCK),
+ *         -ENOSPC (limits reached and every registration in use).
+ */
+int mrsync_get(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t access,
+	       struct mrsync_reg *out);
+
+/** Releases a registration from mrsync_get(); may be called from any thread.
+ *  @return 0 or -EINVAL (reg is NULL or was not handed out by this context). */
+int mrsync_put(struct mrsync_ctx *ctx, struct mrsync_reg *reg);
+
+/**
+ * Caches [addr, addr + len) in one registration now, so later mrsync_get()
+ * calls anywhere inside it hit (the "whole area" hint).
+ * @return 0 or the errors of mrsync_get().
+ */
+int mrsync_hint(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t access);
+
+/**
+ * Tells the manual source that [addr, addr + len) was unmapped or remapped.
+ * @return 0; -EINVAL (bad range); -ENOTSUP (the context has no manual source).
+ */
+int mrsync_notify_unmap(struct mrsync_ctx *ctx, const void *addr, size_t len);
+
+/** Resyncs now if any source moved (otherwise the next mrsync_get() does). */
+int mrsync_resync(struct mrsync_ctx *ctx);
+
+/** Re-pins backings that hold stale pages, whatever the threshold.
+ *  @return the number of backings compacted, or -errno. */
+int mrsync_compact(struct mrsync_ctx *ctx);
+
+/** Fills *out. @return 0 or -EINVAL. */
+int mrsync_get_stats(struct mrsync_ctx *ctx, struct mrsync_stats *out);
+
+/** The message of this thread's last failed call ("" if none). */
+const char *mrsync_last_error(void);
+
+/** The driver's name ("uring", ...), or NULL for a NULL context. */
+const char *mrsync_driver_name(const struct mrsync_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * The event-source contract: something that learns, before an unmap completes,
+ * that a watched range of the address space changed (the kernel module, a
+ * userfaultfd monitor, DPDK memory events, the application itself).
+ *
+ * A source publishes a generation counter that the hit path reads with one
+ * acquire load, and a ring of changed ranges. The producer appends ranges
+ * first and bumps the generation second (release), so a reader that sees the
+ * new generation finds the ranges when it drains. A full ring is never an
+ * error: the source reports overflow and the core resyncs everything.
+ */
+#ifndef MRSYNC_SOURCE_HPP
+#define MRSYNC_SOURCE_HPP
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <mrsync/result.hpp>
+
+namespace mrsync {
+
+/** A half-open virtual address range [start, end). */
+struct Range {
+	std::uint64_t start = 0;
+	std::uint64_t end = 0;
+
+	friend bool operator==(const Range &, const Range &) = default;
+};
+
+class EventSource {
+public:
+	virtual ~EventSource() = default;
+
+	virtual std::string_view name() const noexcept = 0;
+
+	/** The counter the hit path loads (acquire). Stable for the source's
+	 *  lifetime; bumped after the ranges it covers have been appended. */
+	virtual const std::uint64_t *generation() const noexcept = 0;
+
+	/**
+	 * Moves the ranges reported since the last drain into `out`.
+	 * @return true if some were lost to a full ring: resync everything.
+	 * Called with the context lock held; never waits for the producer.
+	 */
+	virtual bool drain(std::vector<Range> &out) = 0;
+
+	/**
+	 * Starts reporting changes of [va, va + len); called before the range is
+	 * pinned, so a change between watch and pin is reported.
+	 * @return a handle for unwatch().
+	 */
+	virtual Result<std::uint64_t> watch(std::uint64_t va, std::uint64_t len) = 0;
+
+	/** Stops reporting changes for a handle returned by watch(). */
+	virtual void unwatch(std::uint64_t handle) noexcept = 0;
+
+	/** Called before [va, va + len) is pinned again after a change: a source
+	 *  whose coverage belongs to mappings rather than addresses (userfaultfd)
+	 *  arms the new mapping here. */
+	virtual Status rearm(std::uint64_t /*va*/, std::uint64_t /*len*/) { return {}; }
+
+	/** Reports a change the application knows of (the manual source);
+	 *  other sources return ENOTSUP. */
+	virtual Status notify(Range /*changed*/)
+	{
+		return make_error(ENOTSUP, "this event source takes no manual notifications");
+	}
+
+	/** The process is a fork child; see Driver::abandon(). */
+	virtual void abandon() noexcept = 0;
+};
+
+/** What the context passes to a source factory. */
+struct SourceConfig {
+	std::uint32_t ring_entries = 1024; /**< ring size; 0 = the source's default */
+};
+
+/** A source kind, registered at start-up by MRSYNC_REGISTER_SOURCE. */
+struct SourceFactory {
+	const char *name;
+	std::uint32_t kind; /**< one MRSYNC_SOURCE_* bit */
+	bool (*available)(std::string &why);
+	Result<std::unique_ptr<EventSource>> (*create)(const SourceConfig &config);
+};
+
+void register_source(const SourceFactory &factory);
+const SourceFactory *find_source(std::uint32_t kind);
+
+} // namespace mrsync
+
+#define MRSYNC_REGISTER_SOURCE(factory)                                                 \
+	namespace {                                                                     \
+	[[maybe_unused]] const bool mrsync_source_registered_ =                         \
+		(::mrsync::register_source(factory), true);                             \
+	}
+
+#endif
