@@ -1,0 +1,471 @@
+/* SPDX-License-Identifier: MIT */
+/* The context's life cycle and the slow path of a lookup. */
+#include "context.hpp"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cinttypes>
+#include <string>
+
+#include <mrsync/log.hpp>
+
+#include "fork_guard.hpp"
+#include "mrsync_config.h"
+#include "format.hpp"
+
+namespace mrsync::detail {
+
+namespace {
+
+std::atomic<std::uint64_t> next_context_id{1};
+
+constexpr std::uint32_t kDefaultMaxRegions = 4096;
+constexpr std::uint32_t kMaxMaxRegions = 1u << 20;
+constexpr std::uint64_t kDefaultCompactThreshold = 64ull << 20;
+constexpr std::uint32_t kKnownSources =
+	MRSYNC_SOURCE_KMOD | MRSYNC_SOURCE_UFFD | MRSYNC_SOURCE_MANUAL;
+
+std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v & ~(a - 1); }
+std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) & ~(a - 1); }
+
+Status check_params(const mrsync_params &p)
+{
+	if (p.struct_size != sizeof(mrsync_params))
+		return make_error(EINVAL, fmt("params->struct_size is %u, expected %zu: initialise "
+					      "the struct with MRSYNC_PARAMS_INIT",
+					      p.struct_size, sizeof(mrsync_params)));
+	if (p.sources & ~kKnownSources)
+		return make_error(EINVAL, fmt("params->sources has unknown bits 0x%x",
+					      p.sources & ~kKnownSources));
+	if (p.flags & ~std::uint32_t(MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK))
+		return make_error(EINVAL, fmt("params->flags has unknown bits 0x%x", p.flags));
+	if (p.reserved)
+		return make_error(EINVAL, "params->reserved must be 0");
+	if (p.entry_size && (!std::has_single_bit(p.entry_size) ||
+			     p.entry_size < std::uint64_t(sysconf(_SC_PAGESIZE)) ||
+			     p.entry_size > (1ull << 30)))
+		return make_error(EINVAL, fmt("params->entry_size %" PRIu64 " is not a power of two "
+					      "between the page size and 1 GiB",
+					      p.entry_size));
+	if (p.max_regions > kMaxMaxRegions)
+		return make_error(EINVAL, fmt("params->max_regions %u exceeds %u", p.max_regions,
+					      kMaxMaxRegions));
+	if (p.ring_entries && !std::has_single_bit(p.ring_entries))
+		return make_error(EINVAL, fmt("params->ring_entries %u is not a power of two",
+					      p.ring_entries));
+	return {};
+}
+
+Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entry_size)
+{
+	const char *wanted = name ? name : "uring";
+	const DriverFactory *factory = find_driver(wanted);
+	if (!factory)
+		return make_error(ENODEV, fmt("params->driver '%s' is not built into this libmrsync",
+					      wanted));
+	std::string why;
+	if (!factory->available(why))
+		return make_error(ENODEV, fmt("driver '%s' is not usable here: %s", wanted,
+					      why.c_str()));
+	return factory->create(DriverConfig{entry_size});
+}
+
+/* The sources to open: the requested mask, or the kernel module when its
+ * device exists and userfaultfd otherwise (said once in the log). */
+Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t mask,
+							       std::uint32_t ring_entries)
+{
+	if (!mask) {
+		std::string why;
+		const SourceFactory *kmod = find_source(MRSYNC_SOURCE_KMOD);
+		if (kmod && kmod->available(why)) {
+			mask = MRSYNC_SOURCE_KMOD;
+		} else {
+			static std::once_flag said;
+			std::call_once(said, [&] {
+				MRSYNC_LOG(info, "core", "kernel module source unavailable (%s): "
+				       "using userfaultfd", kmod ? why.c_str() : "not built");
+			});
+			mask = MRSYNC_SOURCE_UFFD;
+		}
+	}
+	std::vector<std::unique_ptr<EventSource>> sources;
+	for (std::uint32_t bit = 1; bit & kKnownSources; bit <<= 1) {
+		if (!(mask & bit))
+			continue;
+		const SourceFactory *factory = find_source(bit);
+		std::string why = "not built into this libmrsync";
+		if (!factory || !factory->available(why))
+			return make_error(ENODEV, fmt("params->sources asks for source 0x%x, which is "
+						      "not usable here: %s", bit, why.c_str()));
+		auto source = factory->create(SourceConfig{ring_entries});
+		if (!source)
+			return std::move(source).error();
+		sources.push_back(std::move(source.value()));
+	}
+	return sources;
+}
+
+int current_tid() { return static_cast<int>(syscall(SYS_gettid)); }
+
+} // namespace
+
+Context::Context(const mrsync_params &params, VaTable table)
+	: id_(next_context_id.fetch_add(1)),
+	  check_generations_(!(params.flags & MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK)),
+	  table_(std::move(table)),
+	  /* room for the live limit plus as many retired-but-held regions */
+	  slab_(std::make_unique<Region[]>(2 * params.max_regions)),
+	  slab_size_(2 * params.max_regions), params_(params), entry_size_(params.entry_size)
+{
+	for (std::uint32_t i = 0; i < slab_size_; ++i)
+		slab_[i].slot = i;
+	free_slots_.reserve(slab_size_);
+	for (std::uint32_t i = slab_size_; i-- > 0;)
+		free_slots_.push_back(i);
+}
+
+Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
+{
+	if (auto ok = check_params(given); !ok)
+		return std::move(ok).error();
+	mrsync_params params = given;
+	if (!params.max_regions)
+		params.max_regions = kDefaultMaxRegions;
+	if (!params.compact_threshold)
+		params.compact_threshold = kDefaultCompactThreshold;
+	if (!params.ring_entries)
+		params.ring_entries = 1024;
+	if (auto ok = init_reader_sync(); !ok)
+		return std::move(ok).error();
+
+	auto driver = open_driver(params.driver, params.entry_size);
+	if (!driver)
+		return std::move(driver).error();
+	const std::uint64_t granularity = (*driver)->caps().entry_granularity;
+	if (!params.entry_size)
+		params.entry_size = std::max<std::uint64_t>(granularity, MRSYNC_DEFAULT_ENTRY_SIZE);
+	if (params.entry_size < granularity)
+		return make_error(EINVAL, fmt("params->entry_size %" PRIu64 " is below the %s "
+					      "driver's granularity %" PRIu64,
+					      params.entry_size, std::string((*driver)->name()).c_str(),
+					      granularity));
+	auto sources = open_sources(params.sources, params.ring_entries);
+	if (!sources)
+		return std::move(sources).error();
+	if (sources->size() > kMaxSources)
+		return make_error(EINVAL, "params->sources asks for too many sources");
+	auto table = VaTable::create();
+	if (!table)
+		return std::move(table).error();
+
+	std::unique_ptr<Context> ctx(new Context(params, std::move(table.value())));
+	ctx->driver_ = std::move(driver.value());
+	ctx->backings_.emplace(*ctx->driver_);
+	ctx->sources_ = std::move(sources.value());
+	ctx->nsources_ = static_cast<std::uint32_t>(ctx->sources_.size());
+	for (std::uint32_t i = 0; i < ctx->nsources_; ++i) {
+		ctx->gen_[i] = ctx->sources_[i]->generation();
+		ctx->seen_[i].store(__atomic_load_n(ctx->gen_[i], __ATOMIC_ACQUIRE));
+	}
+	fork_guard_add(ctx.get());
+	return ctx;
+}
+
+Context::~Context()
+{
+	fork_guard_remove(this);
+	std::lock_guard guard(lock_);
+	if (forked_) { /* a fork child that never rebuilt: nothing here is ours */
+		driver_->abandon();
+		backings_->abandon();
+	}
+	for (std::uint32_t i = 0; i < slab_size_; ++i)
+		if (slab_[i].state != Region::State::free)
+			free_region_locked(slab_[i]);
+	if (!forked_)
+		(void)driver_->fence();
+	backings_.reset(); /* unpins what is left, before the driver goes */
+}
+
+Status Context::validate_request(std::uint64_t addr, std::uint64_t len,
+				 std::uint32_t access) const
+{
+	if (!addr)
+		return make_error(EINVAL, "addr is NULL");
+	if (!len)
+		return make_error(EINVAL, "len is 0");
+	if (addr + len < addr)
+		return make_error(EINVAL, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+					      ") wraps around the address space",
+					      addr, len));
+	if (!VaTable::cacheable(align_down(addr, entry_size_), align_up(addr + len, entry_size_)))
+		return make_error(EINVAL, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+					      ") lies beyond the 47-bit user address space",
+					      addr, len));
+	if (access & ~std::uint32_t(MRSYNC_ACCESS_ALL))
+		return make_error(EINVAL, fmt("access has unknown bits 0x%x",
+					      access & ~std::uint32_t(MRSYNC_ACCESS_ALL)));
+	return {};
+}
+
+bool Context::generations_moved() const noexcept
+{
+	for (std::uint32_t i = 0; i < nsources_; ++i)
+		if (__atomic_load_n(gen_[i], __ATOMIC_ACQUIRE) !=
+		    seen_[i].load(std::memory_order_relaxed))
+			return true;
+	return false;
+}
+
+ThreadState &Context::thread_state_locked()
+{
+	if (tls_slots[0].ctx_id == id_)
+		return *tls_slots[0].state;
+	for (int i = 1; i < kTlsSlots; ++i)
+		if (tls_slots[i].ctx_id == id_) {
+			std::swap(tls_slots[0], tls_slots[i]);
+			return *tls_slots[0].state;
+		}
+	/* A new thread (or one whose cache was displaced). Thread ids are
+	 * recycled, and a recycled id adopting a dead thread's counters is
+	 * harmless: only sums over threads mean anything. */
+	const int tid = current_tid();
+	ThreadState *&state = thread_by_tid_[tid];
+	if (!state) {
+		threads_.push_back(std::make_unique<ThreadState>(slab_size_));
+		state = threads_.back().get();
+	}
+	std::move_backward(tls_slots, tls_slots + kTlsSlots - 1, tls_slots + kTlsSlots);
+	tls_slots[0] = {id_, state};
+	return *state;
+}
+
+std::vector<Region *> Context::overlapping_locked(std::uint64_t start, std::uint64_t end)
+{
+	std::vector<Region *> found;
+	const std::uint64_t from = start > max_region_size_ ? start - max_region_size_ : 0;
+	for (auto it = index_.lower_bound({from, 0}); it != index_.end() && it->first.first < end;
+	     ++it)
+		if (it->second->end_va() > start)
+			found.push_back(it->second);
+	return found;
+}
+
+Region *Context::find_locked(std::uint64_t addr, std::uint64_t len, std::uint32_t access)
+{
+	for (Region *r : overlapping_locked(addr, addr + len))
+		if (r->state == Region::State::live && r->begin_va() <= addr &&
+		    addr + len <= r->end_va() && !(access & ~r->access.load()))
+			return r;
+	return nullptr;
+}
+
+Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t len,
+					       std::uint32_t access)
+{
+	const std::uint64_t start = align_down(addr, entry_size_);
+	const std::uint64_t size = align_up(addr + len, entry_size_) - start;
+	if (auto ok = make_room_locked(size); !ok)
+		return std::move(ok).error();
+	Region &r = slab_[free_slots_.back()];
+
+	/* Watch before pinning: a change between the two is then reported
+	 * (the sequence-then-retry idiom of mmu_interval_notifier). */
+	std::vector<std::uint64_t> watches;
+	auto unwatch = [&] {
+		for (std::size_t i = 0; i < watches.size(); ++i)
+			sources_[i]->unwatch(watches[i]);
+	};
+	for (auto &source : sources_) {
+		auto handle = source->watch(start, size);
+		if (!handle) {
+			unwatch();
+			return std::move(handle).error();
+		}
+		watches.push_back(*handle);
+	}
+	auto extents = backings_->pin(start, start, size, entry_size_);
+	Keys keys;
+	const char *failure = nullptr;
+	if (extents) {
+		Translation t(size);
+		t.replace(0, size, *extents, [](BackingId, std::uint64_t) {});
+		if (!t.invalid_runs(addr - start, len).empty()) {
+			failure = "not mapped";
+		} else if (auto k = driver_->create(start, size, access, t.extents()); k) {
+			keys = *k;
+			r.translation.emplace(std::move(t));
+		} else {
+			extents = std::move(k).error();
+		}
+	}
+	if (!extents || failure) {
+		unwatch();
+		(void)fence_and_release_locked(); /* nothing maps what we pinned */
+		if (failure)
+			return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+						      ") is not entirely mapped",
+						      addr, len));
+		return std::move(extents).error();
+	}
+	for (const auto &e : *extents)
+		if (e.backing != kNoBacking)
+			backings_->use(e.backing, e.length);
+
+	free_slots_.pop_back();
+	r.watches = std::move(watches);
+	r.state = Region::State::live;
+	r.start.store(start, std::memory_order_relaxed);
+	r.size.store(size, std::memory_order_relaxed);
+	r.access.store(access, std::memory_order_relaxed);
+	r.keys.store(pack_keys(keys), std::memory_order_relaxed);
+	r.has_invalid.store(r.translation->invalid_bytes() != 0, std::memory_order_relaxed);
+	r.referenced.store(1, std::memory_order_relaxed);
+	index_.emplace(std::pair{start, r.slot}, &r);
+	max_region_size_ = std::max(max_region_size_, size);
+	++live_regions_;
+	registered_bytes_ += size;
+	++stats_.registrations;
+	if (auto ok = table_.assign(start, start + size, &r); !ok)
+		MRSYNC_LOG(warning, "core", "region stays out of the page table: %s",
+			   ok.error().message.c_str());
+	return &r;
+}
+
+Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len)
+{
+	const std::uint64_t start = r.begin_va();
+	const std::uint64_t from = align_down(addr, entry_size_) - start;
+	const std::uint64_t to = align_up(addr + len, entry_size_) - start;
+	const auto runs = r.translation->invalid_runs(from, to - from);
+	if (runs.empty())
+		return {};
+	repin_locked(r, runs);
+	if (!r.translation->invalid_runs(addr - start, len).empty())
+		return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+					      ") is not entirely mapped",
+					      addr, len));
+	return {};
+}
+
+Status Context::get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t access,
+			 mrsync_reg &out)
+{
+	if (auto ok = validate_request(addr, len, access); !ok)
+		return ok;
+	std::lock_guard guard(lock_);
+	++stats_.misses;
+	ThreadState &ts = thread_state_locked();
+	for (;;) {
+		if (forked_)
+			if (auto ok = rebuild_after_fork_locked(); !ok)
+				return ok;
+		if (check_generations_ && generations_moved())
+			if (auto ok = resync_locked(); !ok)
+				return ok;
+		Region *r = find_locked(addr, len, access);
+		if (!r) {
+			auto created = create_region_locked(addr, len, access);
+			if (!created)
+				return std::move(created).error();
+			r = *created;
+		} else if (auto ok = repin_invalid_locked(*r, addr, len); !ok) {
+			return ok;
+		}
+		/* Events that arrived while we pinned: apply them first, so what
+		 * we hand out is current when we return. */
+		if (check_generations_ && generations_moved())
+			continue;
+		(void)table_.assign(align_down(addr, entry_size_), align_up(addr + len, entry_size_),
+				    r);
+		ThreadState::bump(ts.holds[r->slot], 1);
+		r->referenced.store(1, std::memory_order_relaxed);
+		const Keys keys = r->current_keys();
+		out = {r->begin_va(), r->size.load(), keys.lkey, keys.rkey,
+		       reinterpret_cast<mrsync_region *>(r)};
+		return {};
+	}
+}
+
+Status Context::put(mrsync_region *handle)
+{
+	auto *r = reinterpret_cast<Region *>(handle);
+	if (r < slab_.get() || r >= slab_.get() + slab_size_)
+		return make_error(EINVAL, "reg->region was not handed out by this context");
+	ThreadState *ts = tls_slots[0].ctx_id == id_ ? tls_slots[0].state : nullptr;
+	if (!ts) {
+		std::lock_guard guard(lock_);
+		ts = &thread_state_locked();
+	}
+	ThreadState::bump(ts->holds[r->slot], -1);
+	return {};
+}
+
+Status Context::hint(std::uint64_t addr, std::uint64_t len, std::uint32_t access)
+{
+	mrsync_reg reg;
+	if (auto ok = get_slow(addr, len, access, reg); !ok)
+		return ok;
+	return put(reg.region);
+}
+
+Status Context::notify_unmap(std::uint64_t addr, std::uint64_t len)
+{
+	if (!addr || !len || addr + len < addr)
+		return make_error(EINVAL, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+					      ") is empty, NULL or wraps",
+					      addr, len));
+	for (auto &source : sources_)
+		if (auto ok = source->notify({addr, addr + len}); ok || ok.error().code != ENOTSUP)
+			return ok;
+	return make_error(ENOTSUP, "the context has no manual source: create it with "
+				   "params.sources including MRSYNC_SOURCE_MANUAL");
+}
+
+Status Context::resync()
+{
+	std::lock_guard guard(lock_);
+	if (forked_)
+		if (auto ok = rebuild_after_fork_locked(); !ok)
+			return ok;
+	return resync_locked();
+}
+
+Result<int> Context::compact()
+{
+	std::lock_guard guard(lock_);
+	return static_cast<int>(compact_locked());
+}
+
+mrsync_stats Context::stats()
+{
+	std::lock_guard guard(lock_);
+	mrsync_stats s{};
+	for (const auto &t : threads_)
+		s.hits += t->hits.load(std::memory_order_relaxed);
+	s.misses = stats_.misses;
+	s.resyncs = stats_.resyncs;
+	s.full_resyncs = stats_.full_resyncs;
+	s.events = stats_.events;
+	s.entries_repinned = stats_.entries_repinned;
+	s.bytes_repinned = stats_.bytes_repinned;
+	s.entries_invalidated = stats_.entries_invalidated;
+	s.regions = live_regions_;
+	s.registered_bytes = registered_bytes_;
+	s.pinned_bytes = backings_->pinned_bytes();
+	s.stale_pinned_bytes = backings_->stale_bytes();
+	for (std::uint32_t i = 0; i < slab_size_; ++i)
+		if (slab_[i].state == Region::State::live)
+			s.invalid_bytes += slab_[i].translation->invalid_bytes();
+	s.registrations = stats_.registrations;
+	s.evictions = stats_.evictions;
+	s.compactions = stats_.compactions;
+	s.key_changes = stats_.key_changes;
+	return s;
+}
+
+} // namespace mrsync::detail

@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/* Private. The registration cache: one context = one driver, its event
+ * sources, the page table the hit path reads and the regions it points to.
+ *
+ * Locking: the hit path (get_fast) takes no lock. Everything else runs under
+ * `lock_`: the slow path of get, resync, eviction, compaction, stats. */
+#ifndef MRSYNC_CONTEXT_HPP
+#define MRSYNC_CONTEXT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include <mrsync/driver.hpp>
+#include <mrsync/mrsync.h>
+#include <mrsync/source.hpp>
+
+#include "backings.hpp"
+#include "region.hpp"
+#include "thread_state.hpp"
+#include "va_table.hpp"
+
+namespace mrsync::detail {
+
+inline constexpr std::uint32_t kMaxSources = 4;
+
+/* Counters the slow path keeps under the context lock. */
+struct SlowStats {
+	std::uint64_t misses = 0, resyncs = 0, full_resyncs = 0, events = 0;
+	std::uint64_t entries_repinned = 0, bytes_repinned = 0, entries_invalidated = 0;
+	std::uint64_t registrations = 0, evictions = 0, compactions = 0, key_changes = 0;
+};
+
+class Context {
+public:
+	static Result<std::unique_ptr<Context>> create(const mrsync_params &params);
+	~Context();
+	Context(const Context &) = delete;
+	Context &operator=(const Context &) = delete;
+
+	/** The hit path: generations, then the page table, then a hold. Returns
+	 *  false when the slow path must decide (never an error by itself). */
+	bool get_fast(std::uint64_t addr, std::uint64_t len, std::uint32_t access,
+		      mrsync_reg &out) noexcept
+	{
+		if (check_generations_)
+			for (std::uint32_t i = 0; i < nsources_; ++i)
+				if (__atomic_load_n(gen_[i], __ATOMIC_ACQUIRE) !=
+				    seen_[i].load(std::memory_order_relaxed)) [[unlikely]]
+					return false;
+		ThreadState *ts = tls_slots[0].state;
+		if (tls_slots[0].ctx_id != id_) [[unlikely]]
+			return false;
+		Region *r = table_.lookup(addr);
+		if (!r) [[unlikely]]
+			return false;
+		/* Speculative hold, then validate: if a reclaimer unlinked r
+		 * meanwhile, either it sees our hold or we see its unlink. */
+		auto &hold = ts->holds[r->slot];
+		ThreadState::bump(hold, 1);
+		std::atomic_signal_fence(std::memory_order_seq_cst);
+		const std::uint64_t start = r->start.load(std::memory_order_relaxed);
+		const std::uint64_t size = r->size.load(std::memory_order_relaxed);
+		const std::uint64_t off = addr - start;
+		if (table_.lookup(addr) != r || off >= size || len - 1 >= size - off ||
+		    (access & ~r->access.load(std::memory_order_relaxed)) ||
+		    r->has_invalid.load(std::memory_order_relaxed)) [[unlikely]] {
+			ThreadState::bump(hold, -1);
+			return false;
+		}
+		if (!r->referenced.load(std::memory_order_relaxed)) [[unlikely]]
+			r->referenced.store(1, std::memory_order_relaxed);
+		ThreadState::bump(ts->hits);
+		const Keys keys = r->current_keys();
+		out = {start, size, keys.lkey, keys.rkey, reinterpret_cast<mrsync_region *>(r)};
+		return true;
+	}
+
+	/** get() when get_fast() declined: validates, resyncs, looks up again,
+	 *  creates or re-pins. */
+	Status get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t access, mrsync_reg &out);
+	Status put(mrsync_region *handle);
+	Status hint(std::uint64_t addr, std::uint64_t len, std::uint32_t access);
+	Status notify_unmap(std::uint64_t addr, std::uint64_t len);
+	Status resync();
+	Result<int> compact();
+	mrsync_stats stats();
+	Driver &driver() noexcept { return *driver_; }
+	std::span<const std::unique_ptr<EventSource>> sources() const noexcept { return sources_; }
+
+	/** Fork child: invalidate every cached translation (the driver's
+	 *  objects belong to the parent); the next slow path rebuilds. */
+	void mark_forked() noexcept;
+	std::mutex &lock() noexcept { return lock_; }
+
+private:
+	explicit Context(const mrsync_params &params, VaTable table);
+
+	/* context.cpp */
+	Status validate_request(std::uint64_t addr, std::uint64_t len, std::uint32_t access) const;
+	ThreadState &thread_state_locked();
+	Region *find_locked(std::uint64_t addr, std::uint64_t len, std::uint32_t access);
+	Result<Region *> create_region_locked(std::uint64_t addr, std::uint64_t len,
+					      std::uint32_t access);
+	Status repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len);
+	bool generations_moved() const noexcept;
+	std::vector<Region *> overlapping_locked(std::uint64_t start, std::uint64_t end);
+
+	/* resync.cpp */
+	Status resync_locked();
+	void repin_locked(Region &r, std::span<const Range> offsets);
+	Status apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
+			    std::span<const Extent> extents);
+	Status fence_and_release_locked();
+	std::size_t compact_locked();
+	Status rebuild_after_fork_locked();
+
+	/* eviction.cpp */
+	Status make_room_locked(std::uint64_t bytes);
+	void retire_locked(Region &r);
+	std::int64_t holds_locked(const Region &r) const;
+	void reclaim_locked();
+	void free_region_locked(Region &r);
+
+	/* Read by the hit path; written only under the lock. */
+	const std::uint64_t id_;
+	std::uint32_t nsources_ = 0;
+	const bool check_generations_;
+	const std::uint64_t *gen_[kMaxSources] = {};
+	std::atomic<std::uint64_t> seen_[kMaxSources] = {};
+	VaTable table_;
+	std::unique_ptr<Region[]> slab_;
+	const std::uint32_t slab_size_;
+
+	/* Slow path, under lock_. */
+	std::mutex lock_;
+	mrsync_params params_;
+	std::uint64_t entry_size_;
+	std::unique_ptr<Driver> driver_;
+	std::vector<std::unique_ptr<EventSource>> sources_;
+	std::vector<std::unique_ptr<EventSource>> abandoned_sources_; /* fork: gen_ may still point in */
+	std::optional<Backings> backings_;
+	std::map<std::pair<std::uint64_t, std::uint32_t>, Region *> index_; /* by start, slot */
+	std::uint64_t max_region_size_ = 0;
+	std::vector<std::uint32_t> free_slots_;
+	std::vector<Region *> retired_;
+	std::uint32_t clock_hand_ = 0;
+	std::uint32_t live_regions_ = 0;
+	std::uint64_t registered_bytes_ = 0;
+	std::vector<std::unique_ptr<ThreadState>> threads_;
+	std::unordered_map<int, ThreadState *> thread_by_tid_;
+	SlowStats stats_;
+	bool forked_ = false;
+};
+
+} // namespace mrsync::detail
+
+#endif

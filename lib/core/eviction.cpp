@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/* Eviction and reclaim. A clock (second-chance LRU) sweeps the live regions
+ * when a new one would pass the limits: a region whose reference bit is set
+ * gets it cleared and survives the round; one found clear and unheld is
+ * retired (unlinked from the page table). Retired regions are freed once a
+ * reader barrier has passed and no thread holds them; until then they stay in
+ * the index, so resyncs keep their translations current for their holders.
+ * Context lock held throughout. */
+#include <cinttypes>
+
+#include <mrsync/log.hpp>
+
+#include "context.hpp"
+#include "format.hpp"
+
+namespace mrsync::detail {
+
+std::int64_t Context::holds_locked(const Region &r) const
+{
+	std::int64_t sum = 0;
+	for (const auto &t : threads_)
+		sum += t->holds[r.slot].load(std::memory_order_relaxed);
+	return sum;
+}
+
+void Context::retire_locked(Region &r)
+{
+	if (r.state != Region::State::live)
+		return;
+	r.state = Region::State::retired;
+	table_.replace(r.begin_va(), r.end_va(), &r, nullptr);
+	--live_regions_;
+	registered_bytes_ -= r.size.load();
+	retired_.push_back(&r);
+}
+
+void Context::reclaim_locked()
+{
+	if (retired_.empty())
+		return;
+	/* After this, a reader that took a hold on a retired region is either
+	 * visible in the hold sums or has seen the unlink and backs off. */
+	synchronize_readers();
+	std::erase_if(retired_, [this](Region *r) {
+		if (holds_locked(*r) != 0)
+			return false;
+		free_region_locked(*r);
+		return true;
+	});
+	(void)fence_and_release_locked();
+}
+
+void Context::free_region_locked(Region &r)
+{
+	if (r.state == Region::State::live)
+		table_.replace(r.begin_va(), r.end_va(), &r, nullptr);
+	if (r.state == Region::State::live) {
+		--live_regions_;
+		registered_bytes_ -= r.size.load();
+	}
+	if (!forked_) {
+		driver_->destroy(r.current_keys());
+		for (std::size_t i = 0; i < r.watches.size() && i < sources_.size(); ++i)
+			sources_[i]->unwatch(r.watches[i]);
+	}
+	r.translation->for_each_backing(
+		[this](BackingId b, std::uint64_t n) { backings_->unuse(b, n); });
+	r.translation.reset();
+	r.watches.clear();
+	index_.erase({r.begin_va(), r.slot});
+	r.state = Region::State::free;
+	free_slots_.push_back(r.slot);
+}
+
+Status Context::make_room_locked(std::uint64_t bytes)
+{
+	const std::uint64_t max_bytes = params_.max_registered_bytes;
+	auto over = [&] {
+		return live_regions_ + 1 > params_.max_regions ||
+		       (max_bytes && registered_bytes_ + bytes > max_bytes) || free_slots_.empty();
+	};
+	if (!over())
+		return {};
+	reclaim_locked(); /* retired regions whose holders are gone */
+	/* Two sweeps: the first may only clear reference bits. */
+	for (std::uint32_t step = 0; step < 2 * slab_size_ && over(); ++step) {
+		Region &r = slab_[clock_hand_];
+		clock_hand_ = (clock_hand_ + 1) % slab_size_;
+		if (r.state != Region::State::live)
+			continue;
+		if (r.referenced.exchange(0, std::memory_order_relaxed))
+			continue;
+		if (holds_locked(r) != 0)
+			continue;
+		retire_locked(r);
+		++stats_.evictions;
+	}
+	reclaim_locked();
+	if (!over())
+		return {};
+	if (free_slots_.empty() || live_regions_ + 1 > params_.max_regions)
+		return make_error(ENOSPC, fmt("max_regions (%u) reached and every registration is in "
+					      "use: release some with mrsync_put() or raise "
+					      "params.max_regions",
+					      params_.max_regions));
+	return make_error(ENOSPC, fmt("max_registered_bytes (%" PRIu64 ") reached: %" PRIu64
+				      " bytes are registered and in use, %" PRIu64 " more asked",
+				      max_bytes, registered_bytes_, bytes));
+}
+
+} // namespace mrsync::detail

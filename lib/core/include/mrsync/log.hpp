@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * Logging shared by mrsync's components: one tag per component, a level set
+ * by the environment (MRSYNC_LOG=error|warning|info|debug, default warning),
+ * lines prefixed with the component and function. Nothing on the data path
+ * logs: the macros are for slow paths only.
+ */
+#ifndef MRSYNC_LOG_HPP
+#define MRSYNC_LOG_HPP
+
+namespace mrsync {
+
+enum class LogLevel { error = 0, warning = 1, info = 2, debug = 3 };
+
+/** Whether a message of `level` would be printed. Thread-safe. */
+bool log_enabled(LogLevel level) noexcept;
+
+/** Prints one line to stderr. Thread-safe. */
+void log_line(LogLevel level, const char *component, const char *func, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+} // namespace mrsync
+
+#define MRSYNC_LOG(level, component, ...)                                                 \
+	do {                                                                              \
+		if (::mrsync::log_enabled(::mrsync::LogLevel::level))                     \
+			::mrsync::log_line(::mrsync::LogLevel::level, component, __func__,  \
+					   __VA_ARGS__);                                  \
+	} while (0)
+
+#endif

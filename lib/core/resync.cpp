@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/* The resync engine: drain the sources, and for each region the changed
+ * ranges touch, pin the new pages only, map them, fence, then unpin the
+ * backings nobody uses any more. Keys stay; DMA to untouched pages is never
+ * disturbed because their extents and backings are left as they are.
+ * Compaction and the fork rebuild reuse the same steps. Context lock held. */
+#include <algorithm>
+#include <cinttypes>
+
+#include <mrsync/log.hpp>
+
+#include "context.hpp"
+#include "format.hpp"
+
+namespace mrsync::detail {
+
+namespace {
+
+/* Sorts, aligns to entries and merges the drained ranges. */
+std::vector<Range> normalise(std::vector<Range> ranges, std::uint64_t entry)
+{
+	for (auto &r : ranges) {
+		r.start &= ~(entry - 1);
+		r.end = (r.end + entry - 1) & ~(entry - 1);
+	}
+	std::sort(ranges.begin(), ranges.end(),
+		  [](const Range &a, const Range &b) { return a.start < b.start; });
+	std::vector<Range> merged;
+	for (const auto &r : ranges) {
+		if (r.start >= r.end)
+			continue;
+		if (!merged.empty() && r.start <= merged.back().end)
+			merged.back().end = std::max(merged.back().end, r.end);
+		else
+			merged.push_back(r);
+	}
+	return merged;
+}
+
+} // namespace
+
+Status Context::fence_and_release_locked()
+{
+	auto fenced = driver_->fence();
+	if (!fenced) {
+		/* Without a fence nothing may be unpinned: keep the stale pins,
+		 * they are counted and retried at the next resync. */
+		MRSYNC_LOG(error, "core", "fence failed, keeping replaced pages pinned: %s",
+			   fenced.error().message.c_str());
+		return fenced;
+	}
+	backings_->release_unused();
+	return {};
+}
+
+Status Context::apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
+			     std::span<const Extent> extents)
+{
+	r.translation->replace(offset, len, extents,
+			       [this](BackingId b, std::uint64_t n) { backings_->unuse(b, n); });
+	for (const auto &e : extents)
+		if (e.backing != kNoBacking)
+			backings_->use(e.backing, e.length);
+	const Keys old_keys = r.current_keys();
+	auto keys = driver_->map(old_keys, r.translation->extents());
+	if (!keys)
+		return std::move(keys).error();
+	if (*keys != old_keys) {
+		++stats_.key_changes;
+		r.keys.store(pack_keys(*keys), std::memory_order_relaxed);
+	}
+	r.has_invalid.store(r.translation->invalid_bytes() != 0, std::memory_order_relaxed);
+	return {};
+}
+
+void Context::repin_locked(Region &r, std::span<const Range> offsets)
+{
+	const std::uint64_t base = r.begin_va();
+	for (const auto &run : offsets) {
+		const std::uint64_t va = base + run.start, len = run.end - run.start;
+		for (auto &source : sources_)
+			if (auto ok = source->rearm(va, len); !ok)
+				MRSYNC_LOG(warning, "core", "%.*s cannot re-arm [0x%" PRIx64 ", +0x%"
+					   PRIx64 "): %s", int(source->name().size()),
+					   source->name().data(), va, len, ok.error().message.c_str());
+		auto extents = backings_->pin(base, va, len, entry_size_);
+		std::vector<Extent> invalid{{run.start, len, kNoBacking}};
+		if (!extents) /* memlock or no free backing: the device must refuse */
+			MRSYNC_LOG(warning, "core", "cannot pin [0x%" PRIx64 ", +0x%" PRIx64
+				   "), entries left invalid: %s", va, len,
+				   extents.error().message.c_str());
+		const std::span<const Extent> with = extents ? std::span<const Extent>(*extents)
+							     : std::span<const Extent>(invalid);
+		for (const auto &e : with) {
+			const std::uint64_t entries = e.length / entry_size_;
+			if (e.backing == kNoBacking) {
+				stats_.entries_invalidated += entries;
+			} else {
+				stats_.entries_repinned += entries;
+				stats_.bytes_repinned += e.length;
+			}
+		}
+		if (auto ok = apply_locked(r, run.start, len, with); !ok) {
+			/* The device kept the old translation: it must not be used
+			 * again. Retiring unlinks the region; its holders' DMA
+			 * fails at the device's next map of this key at worst. */
+			MRSYNC_LOG(error, "core", "map failed, retiring the region: %s",
+				   ok.error().message.c_str());
+			retire_locked(r);
+			return;
+		}
+	}
+}
+
+Status Context::resync_locked()
+{
+	std::uint64_t gens[kMaxSources];
+	for (std::uint32_t i = 0; i < nsources_; ++i)
+		gens[i] = __atomic_load_n(gen_[i], __ATOMIC_ACQUIRE);
+	std::vector<Range> drained;
+	bool overflow = false;
+	for (auto &source : sources_)
+		overflow |= source->drain(drained);
+	stats_.events += drained.size();
+	++stats_.resyncs;
+
+	/* Which entries of which region changed, as offsets in the region. */
+	std::vector<std::pair<Region *, std::vector<Range>>> work;
+	if (overflow) {
+		++stats_.full_resyncs;
+		for (auto &[key, r] : index_)
+			work.push_back({r, {{0, r->size.load()}}});
+	} else {
+		std::unordered_map<Region *, std::size_t> slot_of;
+		for (const auto &changed : normalise(std::move(drained), entry_size_))
+			for (Region *r : overlapping_locked(changed.start, changed.end)) {
+				const std::uint64_t s = std::max(changed.start, r->begin_va());
+				const std::uint64_t e = std::min(changed.end, r->end_va());
+				auto [it, fresh] = slot_of.try_emplace(r, work.size());
+				if (fresh)
+					work.push_back({r, {}});
+				work[it->second].second.push_back({s - r->begin_va(), e - r->begin_va()});
+			}
+	}
+	for (auto &[r, offsets] : work)
+		if (r->state != Region::State::free)
+			repin_locked(*r, offsets);
+	Status fenced = fence_and_release_locked();
+	if (backings_->stale_bytes() > params_.compact_threshold ||
+	    backings_->count() > driver_->caps().max_backings / 2)
+		compact_locked();
+	/* Publish last: a reader that sees these values finds the new
+	 * translations (they were written before, under the same lock). */
+	for (std::uint32_t i = 0; i < nsources_; ++i)
+		seen_[i].store(gens[i], std::memory_order_release);
+	return fenced;
+}
+
+std::size_t Context::compact_locked()
+{
+	const auto stale = backings_->with_stale_bytes();
+	if (stale.empty())
+		return 0;
+	for (auto &[key, r] : index_) {
+		std::vector<Range> runs;
+		for (const auto &e : r->translation->extents())
+			if (e.backing != kNoBacking && backings_->has_stale_bytes(e.backing))
+				runs.push_back({e.offset, e.offset + e.length});
+		if (runs.empty())
+			continue;
+		/* Re-pinning the still-current pages replaces the stale backing's
+		 * last uses; the fence below then lets it go. */
+		repin_locked(*r, runs);
+	}
+	const std::size_t before = backings_->count();
+	(void)fence_and_release_locked();
+	const std::size_t released = before > backings_->count() ? before - backings_->count() : 0;
+	stats_.compactions += stale.size();
+	MRSYNC_LOG(debug, "core", "compacted %zu backings (%zu released)", stale.size(), released);
+	return stale.size();
+}
+
+void Context::mark_forked() noexcept
+{
+	forked_ = true;
+	/* An impossible value: every hit path check fails until the rebuild. */
+	for (std::uint32_t i = 0; i < nsources_; ++i)
+		seen_[i].store(~0ull, std::memory_order_relaxed);
+}
+
+Status Context::rebuild_after_fork_locked()
+{
+	/* The parent's device objects and sources are not ours: drop them
+	 * without touching them. The old sources stay allocated because a
+	 * hit path may still load their generation words. */
+	driver_->abandon();
+	backings_->abandon();
+	for (auto &source : sources_) {
+		source->abandon();
+		abandoned_sources_.push_back(std::move(source));
+	}
+	sources_.clear();
+	auto driver = [&]() -> Result<std::unique_ptr<Driver>> {
+		const DriverFactory *factory = find_driver(driver_->name());
+		return factory->create(DriverConfig{entry_size_});
+	}();
+	if (!driver)
+		return std::move(driver).error();
+	std::uint32_t mask = 0;
+	for (const auto &old : abandoned_sources_)
+		for (std::uint32_t bit : {MRSYNC_SOURCE_KMOD, MRSYNC_SOURCE_UFFD, MRSYNC_SOURCE_MANUAL})
+			if (const SourceFactory *f = find_source(bit); f && old->name() == f->name)
+				mask |= bit;
+	backings_.reset();
+	driver_ = std::move(driver.value());
+	backings_.emplace(*driver_);
+	for (std::uint32_t bit = 1; bit <= MRSYNC_SOURCE_MANUAL; bit <<= 1) {
+		if (!(mask & bit))
+			continue;
+		auto source = find_source(bit)->create(SourceConfig{params_.ring_entries});
+		if (!source)
+			return std::move(source).error();
+		sources_.push_back(std::move(source.value()));
+	}
+	nsources_ = static_cast<std::uint32_t>(sources_.size());
+	for (std::uint32_t i = 0; i < nsources_; ++i)
+		gen_[i] = sources_[i]->generation();
+
+	/* Every region: watch again, pin the child's pages, new keys. */
+	for (auto &[key, r] : index_) {
+		const std::uint64_t start = r->begin_va(), size = r->size.load();
+		r->watches.clear();
+		for (auto &source : sources_)
+			if (auto handle = source->watch(start, size); handle)
+				r->watches.push_back(*handle);
+			else
+				r->watches.push_back(0);
+		r->translation.emplace(size);
+		auto extents = backings_->pin(start, start, size, entry_size_);
+		if (!extents)
+			return std::move(extents).error();
+		r->translation->replace(0, size, *extents, [](BackingId, std::uint64_t) {});
+		for (const auto &e : *extents)
+			if (e.backing != kNoBacking)
+				backings_->use(e.backing, e.length);
+		auto keys = driver_->create(start, size, r->access.load(), r->translation->extents());
+		if (!keys)
+			return std::move(keys).error();
+		r->keys.store(pack_keys(*keys), std::memory_order_relaxed);
+		r->has_invalid.store(r->translation->invalid_bytes() != 0, std::memory_order_relaxed);
+	}
+	++stats_.full_resyncs;
+	forked_ = false;
+	for (std::uint32_t i = 0; i < nsources_; ++i)
+		seen_[i].store(__atomic_load_n(gen_[i], __ATOMIC_ACQUIRE), std::memory_order_release);
+	return {};
+}
+
+} // namespace mrsync::detail

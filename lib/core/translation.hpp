@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* Private. A registration's translation as the device sees it: sorted extents
+ * covering [0, length) exactly, each served by a backing or invalid. Owned by
+ * one region, changed only under the context lock. */
+#ifndef MRSYNC_TRANSLATION_HPP
+#define MRSYNC_TRANSLATION_HPP
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include <mrsync/driver.hpp>
+#include <mrsync/source.hpp>
+
+namespace mrsync::detail {
+
+class Translation {
+public:
+	/** All of [0, length) invalid. */
+	explicit Translation(std::uint64_t length);
+
+	std::span<const Extent> extents() const noexcept { return extents_; }
+	std::uint64_t length() const noexcept { return length_; }
+	std::uint64_t invalid_bytes() const noexcept;
+
+	/** Offsets in [offset, offset + len) that have no backing, as ranges of
+	 *  offsets, merged. */
+	std::vector<Range> invalid_runs(std::uint64_t offset, std::uint64_t len) const;
+
+	/** Every distinct backing and how many bytes of this translation use it. */
+	void for_each_backing(const std::function<void(BackingId, std::uint64_t)> &fn) const;
+
+	/**
+	 * Serves [offset, offset + len) by `with` (sorted extents covering that
+	 * range exactly). `displaced(backing, bytes)` is called for each backing
+	 * that loses bytes. Adjacent extents of one backing merge (backings map
+	 * virtual addresses one to one, so adjacency is enough).
+	 */
+	void replace(std::uint64_t offset, std::uint64_t len, std::span<const Extent> with,
+		     const std::function<void(BackingId, std::uint64_t)> &displaced);
+
+private:
+	std::uint64_t length_;
+	std::vector<Extent> extents_;
+};
+
+} // namespace mrsync::detail
+
+#endif
