@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include "backings.hpp"
 
+#include "mapped_ranges.hpp"
+
 #include <algorithm>
 
 namespace mrsync::detail {
@@ -22,45 +24,38 @@ Result<BackingId> Backings::pin_one(std::uint64_t va, std::uint64_t len)
 }
 
 Result<std::vector<Extent>> Backings::pin(std::uint64_t base, std::uint64_t va, std::uint64_t len,
-					  std::uint64_t granularity)
+					  Holes holes)
 {
 	const std::uint64_t max_unit = driver_->caps().max_backing_bytes;
+	const std::vector<Range> parts = holes == Holes::fail
+						 ? std::vector<Range>{{va, va + len}}
+						 : mapped_writable(va, va + len);
 	std::vector<Extent> extents;
-	/* Work list of ranges still to pin; a range that faults is split in
-	 * halves (on entry boundaries) until the unmapped entries are isolated:
-	 * O(log n) pins per hole instead of one pin per page. */
-	std::vector<Range> todo;
-	for (std::uint64_t off = 0; off < len; off += max_unit)
-		todo.push_back({va + off, va + std::min(len, off + max_unit)});
-	std::reverse(todo.begin(), todo.end());
-	while (!todo.empty()) {
-		const Range r = todo.back();
-		todo.pop_back();
-		auto id = pin_one(r.start, r.end - r.start);
-		if (id.ok()) {
-			extents.push_back({r.start - base, r.end - r.start, *id});
-			continue;
-		}
-		if (id.error().code != EFAULT)
-			return std::move(id).error();
-		const std::uint64_t entries = (r.end - r.start) / granularity;
-		if (entries <= 1) {
-			extents.push_back({r.start - base, r.end - r.start, kNoBacking});
-			continue;
-		}
-		const std::uint64_t mid = r.start + (entries / 2) * granularity;
-		todo.push_back({mid, r.end});
-		todo.push_back({r.start, mid});
-	}
-	/* merge neighbouring invalid extents */
-	std::vector<Extent> merged;
-	for (const auto &e : extents) {
-		if (!merged.empty() && e.backing == kNoBacking && merged.back().backing == kNoBacking)
-			merged.back().length += e.length;
+	auto add = [&extents, base](std::uint64_t from, std::uint64_t to, BackingId backing) {
+		if (from >= to)
+			return;
+		if (backing == kNoBacking && !extents.empty() && extents.back().backing == kNoBacking)
+			extents.back().length += to - from;
 		else
-			merged.push_back(e);
+			extents.push_back({from - base, to - from, backing});
+	};
+	std::uint64_t at = va;
+	for (const auto &part : parts) {
+		add(at, part.start, kNoBacking);
+		for (std::uint64_t s = part.start; s < part.end; s += max_unit) {
+			const std::uint64_t e = std::min(part.end, s + max_unit);
+			auto id = pin_one(s, e - s);
+			if (id.ok())
+				add(s, e, *id);
+			else if (id.error().code == EFAULT && holes == Holes::invalidate)
+				add(s, e, kNoBacking); /* mapped, but not pinnable */
+			else
+				return std::move(id).error();
+		}
+		at = part.end;
 	}
-	return merged;
+	add(at, va + len, kNoBacking);
+	return extents;
 }
 
 void Backings::use(BackingId id, std::uint64_t bytes)

@@ -24,15 +24,21 @@ public:
 	Backings &operator=(const Backings &) = delete;
 	~Backings();
 
+	/** What pin() does where the range cannot be pinned (not mapped). */
+	enum class Holes {
+		fail,       /**< EFAULT: a new registration must be mapped entirely */
+		invalidate, /**< invalid extents: a resync maps what is there */
+	};
+
 	/**
-	 * Pins [va, va + len) as few backings as possible, splitting at the
-	 * driver's largest backing and around pages that cannot be pinned (not
-	 * mapped): those come back as invalid extents. Offsets are relative to
-	 * `base`. Errors other than EFAULT (memlock, no free backing) fail the
+	 * Pins [va, va + len) as few backings as possible, split at the driver's
+	 * largest backing (and, with Holes::invalidate, around the parts that are
+	 * not mapped writable, which come back as invalid extents). Offsets are
+	 * relative to `base`. Other errors (memlock, no free backing) fail the
 	 * call; what was pinned is released by the next release_unused().
 	 */
 	Result<std::vector<Extent>> pin(std::uint64_t base, std::uint64_t va, std::uint64_t len,
-					std::uint64_t granularity);
+					Holes holes);
 
 	void use(BackingId id, std::uint64_t bytes);
 	void unuse(BackingId id, std::uint64_t bytes);

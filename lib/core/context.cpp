@@ -288,7 +288,7 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 		}
 		watches.push_back(*handle);
 	}
-	auto extents = backings_->pin(start, start, size, entry_size_);
+	auto extents = backings_->pin(start, start, size, Backings::Holes::fail);
 	Keys keys;
 	const char *failure = nullptr;
 	if (extents) {

@@ -83,7 +83,7 @@ void Context::repin_locked(Region &r, std::span<const Range> offsets)
 				MRSYNC_LOG(warning, "core", "%.*s cannot re-arm [0x%" PRIx64 ", +0x%"
 					   PRIx64 "): %s", int(source->name().size()),
 					   source->name().data(), va, len, ok.error().message.c_str());
-		auto extents = backings_->pin(base, va, len, entry_size_);
+		auto extents = backings_->pin(base, va, len, Backings::Holes::invalidate);
 		std::vector<Extent> invalid{{run.start, len, kNoBacking}};
 		if (!extents) /* memlock or no free backing: the device must refuse */
 			MRSYNC_LOG(warning, "core", "cannot pin [0x%" PRIx64 ", +0x%" PRIx64
@@ -236,7 +236,7 @@ Status Context::rebuild_after_fork_locked()
 			else
 				r->watches.push_back(0);
 		r->translation.emplace(size);
-		auto extents = backings_->pin(start, start, size, entry_size_);
+		auto extents = backings_->pin(start, start, size, Backings::Holes::invalidate);
 		if (!extents)
 			return std::move(extents).error();
 		r->translation->replace(0, size, *extents, [](BackingId, std::uint64_t) {});

@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+#include "churn_workload.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <mrsync/uring.hpp>
+
+namespace mrsync::workload {
+
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+constexpr std::uint64_t kHugePage = 2ull << 20;
+
+struct Page {
+	std::uint64_t addr = 0;
+	std::uint64_t size = 0;
+	bool huge = false;
+	bool mapped = true; /* guarded by lock */
+	std::mutex lock;
+};
+
+/* Counters shared by the threads; the report is a snapshot of them. */
+struct Counters {
+	std::atomic<std::uint64_t> ops{0}, dma_writes{0}, lost{0}, refused{0}, unmapped_gets{0};
+	std::atomic<std::uint64_t> churn{0}, huge_churn{0}, errors{0};
+	std::mutex error_lock;
+	std::string first_error;
+
+	void error(const std::string &what)
+	{
+		errors.fetch_add(1);
+		std::lock_guard g(error_lock);
+		if (first_error.empty())
+			first_error = what;
+	}
+
+	Report snapshot() const
+	{
+		Report r;
+		r.ops = ops.load();
+		r.dma_writes = dma_writes.load();
+		r.lost_writes = lost.load();
+		r.refused = refused.load();
+		r.unmapped_gets = unmapped_gets.load();
+		r.churn_ops = churn.load();
+		r.hugepage_ops = huge_churn.load();
+		r.errors = errors.load();
+		return r;
+	}
+};
+
+int map_flags(bool huge)
+{
+	return MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB : 0);
+}
+
+void *fresh_mapping(std::uint64_t addr, std::uint64_t len, bool huge)
+{
+	return mmap(reinterpret_cast<void *>(addr), len, PROT_READ | PROT_WRITE,
+		    map_flags(huge) | (addr ? MAP_FIXED : 0), -1, 0);
+}
+
+bool hugepages_free(unsigned wanted)
+{
+	std::ifstream meminfo("/proc/meminfo");
+	std::string key;
+	unsigned long value;
+	while (meminfo >> key >> value)
+		if (key == "HugePages_Free:")
+			return value >= wanted;
+	return false;
+}
+
+/* The workload's memory: buffers carved into pages, each with its lock. */
+class Arena {
+public:
+	~Arena()
+	{
+		for (auto &p : pages_)
+			if (p->mapped)
+				munmap(reinterpret_cast<void *>(p->addr), p->size);
+	}
+
+	Status add_buffer(unsigned pages, bool huge)
+	{
+		const std::uint64_t unit = huge ? kHugePage : kPage;
+		void *base = fresh_mapping(0, pages * unit, huge);
+		if (base == MAP_FAILED)
+			return make_error(errno, std::string("mmap of a buffer failed: ") +
+							 std::strerror(errno));
+		std::memset(base, 0, pages * unit);
+		buffers_.push_back({reinterpret_cast<std::uint64_t>(base), pages * unit});
+		for (unsigned i = 0; i < pages; ++i) {
+			auto p = std::make_unique<Page>();
+			p->addr = reinterpret_cast<std::uint64_t>(base) + i * unit;
+			p->size = unit;
+			p->huge = huge;
+			pages_.push_back(std::move(p));
+		}
+		return {};
+	}
+
+	std::span<std::unique_ptr<Page>> pages() { return pages_; }
+	const std::vector<std::pair<std::uint64_t, std::uint64_t>> &buffers() const { return buffers_; }
+
+private:
+	std::vector<std::unique_ptr<Page>> pages_;
+	std::vector<std::pair<std::uint64_t, std::uint64_t>> buffers_;
+};
+
+/* One DMA write of random bytes into a random part of a page, checked. */
+void dma_once(Context &ctx, uring::Hca &hca, Page &page, std::mt19937_64 &rng,
+	      std::uint64_t user_data, Counters &c)
+{
+	std::lock_guard guard(page.lock);
+	const std::uint64_t len = 8 + rng() % 248;
+	const std::uint64_t off = rng() % (page.size - len);
+	std::byte pattern[256];
+	for (std::uint64_t i = 0; i < len; ++i)
+		pattern[i] = std::byte(rng() | 1); /* never zero: a fresh page reads zero */
+	const std::uint64_t va = page.addr + off;
+
+	auto reg = ctx.get(reinterpret_cast<void *>(va), len);
+	if (!reg) {
+		if (reg.error().code == EFAULT && !page.mapped)
+			c.unmapped_gets.fetch_add(1);
+		else
+			c.error("get: " + reg.error().message);
+		return;
+	}
+	if (auto ok = hca.write(reg->lkey(), va, std::span(pattern, len), user_data); !ok) {
+		c.error("write: " + ok.error().message);
+		return;
+	}
+	auto done = hca.wait(user_data);
+	if (!done) {
+		c.error("wait: " + done.error().message);
+		return;
+	}
+	if (done->result < 0) {
+		c.refused.fetch_add(1);
+		return;
+	}
+	c.dma_writes.fetch_add(1);
+	/* Silent loss: the device wrote somewhere the application cannot see. */
+	if (!page.mapped || std::memcmp(reinterpret_cast<void *>(va), pattern, len) != 0)
+		c.lost.fetch_add(1);
+}
+
+/* One change of the mapping under a page, the kind picked at random. */
+void churn_once(Page &page, std::mt19937_64 &rng, Counters &c)
+{
+	std::lock_guard guard(page.lock);
+	auto *addr = reinterpret_cast<void *>(page.addr);
+	const auto fail = [&](const char *what) {
+		c.error(std::string(what) + ": " + std::strerror(errno));
+	};
+	if (!page.mapped) {
+		if (fresh_mapping(page.addr, page.size, page.huge) == MAP_FAILED)
+			return fail("mmap back");
+		page.mapped = true;
+	} else {
+		switch (rng() % 5) {
+		case 0: /* a fresh page at the same address */
+			if (fresh_mapping(page.addr, page.size, page.huge) == MAP_FAILED)
+				return fail("mmap MAP_FIXED");
+			break;
+		case 1: /* gone; the next lookup must fail until it comes back */
+			if (munmap(addr, page.size) != 0)
+				return fail("munmap");
+			page.mapped = false;
+			break;
+		case 2: /* the next touch gets a new zero page */
+			if (madvise(addr, page.size, MADV_DONTNEED) != 0)
+				return fail("madvise");
+			break;
+		case 3: { /* pages move away; a fresh one takes their place */
+			if (page.huge) { /* mremap of hugetlb: fall back to a remap */
+				if (fresh_mapping(page.addr, page.size, true) == MAP_FAILED)
+					return fail("mmap MAP_FIXED");
+				break;
+			}
+			void *moved = mremap(addr, page.size, page.size, MREMAP_MAYMOVE);
+			if (moved == MAP_FAILED)
+				return fail("mremap");
+			if (fresh_mapping(page.addr, page.size, false) == MAP_FAILED)
+				return fail("mmap after mremap");
+			munmap(moved, page.size);
+			break;
+		}
+		default: { /* away and back: the same physical page returns */
+			if (page.huge)
+				break;
+			void *moved = mremap(addr, page.size, page.size, MREMAP_MAYMOVE);
+			if (moved == MAP_FAILED)
+				return fail("mremap");
+			if (mremap(moved, page.size, page.size, MREMAP_MAYMOVE | MREMAP_FIXED, addr) ==
+			    MAP_FAILED)
+				return fail("mremap back");
+			break;
+		}
+		}
+	}
+	c.churn.fetch_add(1);
+	if (page.huge)
+		c.huge_churn.fetch_add(1);
+}
+
+} // namespace
+
+Result<Report> run(Context &ctx, const Options &options)
+{
+	auto *hca = dynamic_cast<uring::Hca *>(&ctx.driver());
+	if (!hca)
+		return make_error(EINVAL, "the churn workload needs the uring driver");
+	if (!options.dma_threads || !options.buffers || !options.pages_per_buffer)
+		return make_error(EINVAL, "dma_threads, buffers and pages_per_buffer must be > 0");
+	Arena arena;
+	for (unsigned b = 0; b < options.buffers; ++b)
+		if (auto ok = arena.add_buffer(options.pages_per_buffer, false); !ok)
+			return std::move(ok).error();
+	if (options.hugepages && hugepages_free(4))
+		if (auto ok = arena.add_buffer(2, true); !ok)
+			return std::move(ok).error();
+	/* One registration per buffer, in one shot (the whole-area hint). */
+	for (const auto &[base, len] : arena.buffers())
+		if (auto ok = ctx.hint(reinterpret_cast<void *>(base), len); !ok)
+			return std::move(ok).error();
+
+	Counters c;
+	const auto pages = arena.pages();
+	const std::uint64_t churn_ops = options.ops * options.churn_percent / 100;
+	const std::uint64_t dma_ops = options.ops - churn_ops;
+	const auto start = std::chrono::steady_clock::now();
+	std::atomic<bool> done{false};
+
+	std::vector<std::thread> threads;
+	for (unsigned t = 0; t < options.dma_threads; ++t)
+		threads.emplace_back([&, t] {
+			std::mt19937_64 rng(options.seed * 1000 + t);
+			const std::uint64_t mine = dma_ops / options.dma_threads +
+						   (t < dma_ops % options.dma_threads);
+			for (std::uint64_t i = 0; i < mine; ++i) {
+				dma_once(ctx, *hca, *pages[rng() % pages.size()], rng,
+					 (std::uint64_t(t + 1) << 48) | i, c);
+				c.ops.fetch_add(1, std::memory_order_relaxed);
+			}
+		});
+	threads.emplace_back([&] {
+		std::mt19937_64 rng(options.seed * 1000 + 999);
+		for (std::uint64_t i = 0; i < churn_ops; ++i) {
+			churn_once(*pages[rng() % pages.size()], rng, c);
+			c.ops.fetch_add(1, std::memory_order_relaxed);
+		}
+	});
+	std::thread reporter;
+	if (options.progress)
+		reporter = std::thread([&] {
+			while (!done.load()) {
+				std::this_thread::sleep_for(std::chrono::milliseconds(100));
+				options.progress(c.snapshot());
+			}
+		});
+	for (auto &t : threads)
+		t.join();
+	done.store(true);
+	if (reporter.joinable())
+		reporter.join();
+
+	Report report = c.snapshot();
+	report.first_error = c.first_error;
+	report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+	return report;
+}
+
+std::string summary(const Report &r)
+{
+	char line[256];
+	std::snprintf(line, sizeof(line),
+		      "ops=%llu lost_writes=%llu dma_writes=%llu refused=%llu unmapped_gets=%llu "
+		      "churn=%llu hugepage_churn=%llu errors=%llu",
+		      (unsigned long long)r.ops, (unsigned long long)r.lost_writes,
+		      (unsigned long long)r.dma_writes, (unsigned long long)r.refused,
+		      (unsigned long long)r.unmapped_gets, (unsigned long long)r.churn_ops,
+		      (unsigned long long)r.hugepage_ops, (unsigned long long)r.errors);
+	return line;
+}
+
+} // namespace mrsync::workload

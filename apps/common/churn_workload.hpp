@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * The churn workload shared by mrsync-demo and the torture suite: DMA
+ * threads write through the software HCA into registered buffers, every
+ * write checked by content, while a churn thread unmaps, remaps (MAP_FIXED),
+ * madvise(DONTNEED)s and mremaps those buffers underneath them.
+ *
+ * Each page has a lock, held by whoever acts on it, so a page is never
+ * written by DMA while it is being remapped: every loss the workload counts
+ * is the cache's fault, not a race of the workload. Pages of one registration
+ * are still churned while DMA to its other pages is in flight, so resyncs
+ * run under live traffic.
+ *
+ * A lost write is a DMA that completed successfully but whose bytes the
+ * application does not see (including one that "succeeded" into a page that
+ * is no longer mapped). A refused DMA or a lookup that fails because the page
+ * is unmapped is correct behaviour and counted separately.
+ */
+#ifndef MRSYNC_CHURN_WORKLOAD_HPP
+#define MRSYNC_CHURN_WORKLOAD_HPP
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <mrsync/mrsync.hpp>
+
+namespace mrsync::workload {
+
+struct Options {
+	std::uint64_t ops = 100'000;       /**< DMA writes + churn operations in all */
+	unsigned dma_threads = 2;
+	unsigned buffers = 16;             /**< 4 KiB-page buffers, each one registration */
+	unsigned pages_per_buffer = 16;
+	bool hugepages = true;             /**< add a 2-hugepage buffer when hugepages exist */
+	unsigned churn_percent = 10;       /**< share of operations that change the mapping */
+	std::uint64_t seed = 1;
+	/** Called about every 100 ms from the reporting thread (live status). */
+	std::function<void(const struct Report &)> progress;
+};
+
+struct Report {
+	std::uint64_t ops = 0;            /**< operations done */
+	std::uint64_t dma_writes = 0;     /**< DMA writes that completed successfully */
+	std::uint64_t lost_writes = 0;    /**< ... whose bytes the application does not see */
+	std::uint64_t refused = 0;        /**< DMA the device refused (invalid entry) */
+	std::uint64_t unmapped_gets = 0;  /**< lookups refused because the page is unmapped */
+	std::uint64_t churn_ops = 0;      /**< unmap/remap/madvise/mremap done */
+	std::uint64_t hugepage_ops = 0;   /**< of which on the hugepage buffer */
+	std::uint64_t errors = 0;         /**< unexpected failures (see first_error) */
+	std::string first_error;
+	double seconds = 0;
+};
+
+/** Runs the workload on `ctx`, whose driver must be the uring HCA.
+ *  @return the report, or an error if the workload could not be set up. */
+Result<Report> run(Context &ctx, const Options &options);
+
+/** One line: "ops=N lost_writes=N refused=N ...". */
+std::string summary(const Report &report);
+
+} // namespace mrsync::workload
+
+#endif
