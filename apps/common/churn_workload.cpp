@@ -89,9 +89,8 @@ class Arena {
 public:
 	~Arena()
 	{
-		for (auto &p : pages_)
-			if (p->mapped)
-				munmap(reinterpret_cast<void *>(p->addr), p->size);
+		for (auto &p : pages_) /* mapped, or a PROT_NONE guard */
+			munmap(reinterpret_cast<void *>(p->addr), p->size);
 	}
 
 	Status add_buffer(unsigned pages, bool huge)
@@ -160,8 +159,46 @@ void dma_once(Context &ctx, uring::Hca &hca, Page &page, std::mt19937_64 &rng,
 		c.lost.fetch_add(1);
 }
 
+/* Where the churn thread parks pages it moves with mremap: its own reserved
+ * (PROT_NONE) area, so the kernel never picks a hole of a workload buffer. */
+class Scratch {
+public:
+	Scratch()
+	{
+		void *p = mmap(nullptr, kHugePage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		base_ = p == MAP_FAILED ? nullptr : p;
+	}
+	~Scratch()
+	{
+		if (base_)
+			munmap(base_, kHugePage);
+	}
+	explicit operator bool() const { return base_ != nullptr; }
+	void *addr() const { return base_; }
+	/* Back to a reservation once a page parked here is gone. */
+	void reset(std::uint64_t len)
+	{
+		mmap(base_, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	}
+
+private:
+	void *base_ = nullptr;
+};
+
+/* An unmapped page stays a hole only for an instant: a PROT_NONE guard takes
+ * its place, so no other mmap() of the process (a thread stack, a malloc
+ * arena) can land where DMA threads still aim. The guard cannot be pinned,
+ * so lookups of the page fail just as for a hole. */
+bool unmap_and_guard(Page &page)
+{
+	if (munmap(reinterpret_cast<void *>(page.addr), page.size) != 0)
+		return false;
+	return mmap(reinterpret_cast<void *>(page.addr), page.size, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED;
+}
+
 /* One change of the mapping under a page, the kind picked at random. */
-void churn_once(Page &page, std::mt19937_64 &rng, Counters &c)
+void churn_once(Page &page, Scratch &scratch, std::mt19937_64 &rng, Counters &c)
 {
 	std::lock_guard guard(page.lock);
 	auto *addr = reinterpret_cast<void *>(page.addr);
@@ -178,8 +215,8 @@ void churn_once(Page &page, std::mt19937_64 &rng, Counters &c)
 			if (fresh_mapping(page.addr, page.size, page.huge) == MAP_FAILED)
 				return fail("mmap MAP_FIXED");
 			break;
-		case 1: /* gone; the next lookup must fail until it comes back */
-			if (munmap(addr, page.size) != 0)
+		case 1: /* gone; lookups must fail until it comes back */
+			if (!unmap_and_guard(page))
 				return fail("munmap");
 			page.mapped = false;
 			break;
@@ -187,31 +224,25 @@ void churn_once(Page &page, std::mt19937_64 &rng, Counters &c)
 			if (madvise(addr, page.size, MADV_DONTNEED) != 0)
 				return fail("madvise");
 			break;
-		case 3: { /* pages move away; a fresh one takes their place */
-			if (page.huge) { /* mremap of hugetlb: fall back to a remap */
+		case 3: /* the page moves away; a fresh one takes its place */
+		case 4: /* away and back: the same physical page returns */
+			if (page.huge) { /* hugetlb mremap is not what we test: remap */
 				if (fresh_mapping(page.addr, page.size, true) == MAP_FAILED)
 					return fail("mmap MAP_FIXED");
 				break;
 			}
-			void *moved = mremap(addr, page.size, page.size, MREMAP_MAYMOVE);
-			if (moved == MAP_FAILED)
+			if (mremap(addr, page.size, page.size, MREMAP_MAYMOVE | MREMAP_FIXED,
+				   scratch.addr()) == MAP_FAILED)
 				return fail("mremap");
-			if (fresh_mapping(page.addr, page.size, false) == MAP_FAILED)
+			if (rng() % 2) {
+				if (mremap(scratch.addr(), page.size, page.size,
+					   MREMAP_MAYMOVE | MREMAP_FIXED, addr) == MAP_FAILED)
+					return fail("mremap back");
+			} else if (fresh_mapping(page.addr, page.size, false) == MAP_FAILED) {
 				return fail("mmap after mremap");
-			munmap(moved, page.size);
+			}
+			scratch.reset(page.size);
 			break;
-		}
-		default: { /* away and back: the same physical page returns */
-			if (page.huge)
-				break;
-			void *moved = mremap(addr, page.size, page.size, MREMAP_MAYMOVE);
-			if (moved == MAP_FAILED)
-				return fail("mremap");
-			if (mremap(moved, page.size, page.size, MREMAP_MAYMOVE | MREMAP_FIXED, addr) ==
-			    MAP_FAILED)
-				return fail("mremap back");
-			break;
-		}
 		}
 	}
 	c.churn.fetch_add(1);
@@ -261,8 +292,11 @@ Result<Report> run(Context &ctx, const Options &options)
 		});
 	threads.emplace_back([&] {
 		std::mt19937_64 rng(options.seed * 1000 + 999);
-		for (std::uint64_t i = 0; i < churn_ops; ++i) {
-			churn_once(*pages[rng() % pages.size()], rng, c);
+		Scratch scratch;
+		if (!scratch)
+			c.error("cannot reserve the scratch area");
+		for (std::uint64_t i = 0; scratch && i < churn_ops; ++i) {
+			churn_once(*pages[rng() % pages.size()], scratch, rng, c);
 			c.ops.fetch_add(1, std::memory_order_relaxed);
 		}
 	});

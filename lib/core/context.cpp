@@ -142,7 +142,8 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 	if (auto ok = init_reader_sync(); !ok)
 		return std::move(ok).error();
 
-	auto driver = open_driver(params.driver, params.entry_size);
+	auto driver = open_driver(params.driver, params.entry_size ? params.entry_size
+								    : MRSYNC_DEFAULT_ENTRY_SIZE);
 	if (!driver)
 		return std::move(driver).error();
 	const std::uint64_t granularity = (*driver)->caps().entry_granularity;
@@ -308,7 +309,7 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 		(void)fence_and_release_locked(); /* nothing maps what we pinned */
 		if (failure)
 			return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
-						      ") is not entirely mapped",
+						      ") is not mapped, or not entirely",
 						      addr, len));
 		return std::move(extents).error();
 	}
@@ -347,7 +348,7 @@ Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_
 	repin_locked(r, runs);
 	if (!r.translation->invalid_runs(addr - start, len).empty())
 		return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
-					      ") is not entirely mapped",
+					      ") is not mapped, or not entirely",
 					      addr, len));
 	return {};
 }

@@ -113,8 +113,8 @@ TEST_F(BadCalls, GetWithNullZeroWrappingAndOversizedArguments)
 	EXPECT_EQ(mrsync_get(ctx_, buf.at(0), 64, 1u << 9, &reg), -EINVAL);
 	EXPECT_NE(last().find("access"), std::string::npos);
 	/* Oversized: far more than is mapped there. */
-	EXPECT_EQ(mrsync_get(ctx_, buf.at(0), 1ull << 40, 0, &reg), -EFAULT);
-	EXPECT_NE(last().find("not entirely mapped"), std::string::npos);
+	EXPECT_EQ(mrsync_get(ctx_, buf.at(0), 1ull << 36, 0, &reg), -EFAULT);
+	EXPECT_NE(last().find("not mapped"), std::string::npos);
 }
 
 TEST_F(BadCalls, GetOfUnmappedOrProtectedMemory)
@@ -125,7 +125,7 @@ TEST_F(BadCalls, GetOfUnmappedOrProtectedMemory)
 	EXPECT_EQ(mrsync_get(ctx_, hole, 64, 0, &reg), -EFAULT) << "PROT_NONE";
 	ASSERT_EQ(munmap(hole, 4 * kPage), 0);
 	EXPECT_EQ(mrsync_get(ctx_, hole, 64, 0, &reg), -EFAULT) << "unmapped";
-	EXPECT_NE(last().find("not entirely mapped"), std::string::npos);
+	EXPECT_NE(last().find("not mapped"), std::string::npos);
 	EXPECT_EQ(mrsync_hint(ctx_, hole, 4 * kPage, 0), -EFAULT);
 	EXPECT_EQ(mrsync_hint(nullptr, hole, 4 * kPage, 0), -EINVAL);
 }
