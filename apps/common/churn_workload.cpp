@@ -76,11 +76,10 @@ void *fresh_mapping(std::uint64_t addr, std::uint64_t len, bool huge)
 bool hugepages_free(unsigned wanted)
 {
 	std::ifstream meminfo("/proc/meminfo");
-	std::string key;
-	unsigned long value;
-	while (meminfo >> key >> value)
-		if (key == "HugePages_Free:")
-			return value >= wanted;
+	std::string line;
+	while (std::getline(meminfo, line))
+		if (line.rfind("HugePages_Free:", 0) == 0)
+			return std::stoul(line.substr(15)) >= wanted;
 	return false;
 }
 

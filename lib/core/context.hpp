@@ -70,7 +70,7 @@ public:
 		const std::uint64_t off = addr - start;
 		if (table_.lookup(addr) != r || off >= size || len - 1 >= size - off ||
 		    (access & ~r->access.load(std::memory_order_relaxed)) ||
-		    r->has_invalid.load(std::memory_order_relaxed)) [[unlikely]] {
+		    !valid_beyond_first_page(r, addr, len)) [[unlikely]] {
 			ThreadState::bump(hold, -1);
 			return false;
 		}
@@ -80,6 +80,20 @@ public:
 		const Keys keys = r->current_keys();
 		out = {start, size, keys.lkey, keys.rkey, reinterpret_cast<mrsync_region *>(r)};
 		return true;
+	}
+
+	/** Invalid entries have no page-table slot, so the page of `addr` is
+	 *  valid; a request that spans more pages also needs its last page in
+	 *  the table and, if it spans three or more, a region without holes. */
+	bool valid_beyond_first_page(const Region *r, std::uint64_t addr,
+				     std::uint64_t len) const noexcept
+	{
+		const std::uint64_t first = addr >> VaTable::kPageShift;
+		const std::uint64_t last = (addr + len - 1) >> VaTable::kPageShift;
+		if (first == last) [[likely]]
+			return true;
+		return table_.lookup(addr + len - 1) == r &&
+		       (last - first == 1 || !r->has_invalid.load(std::memory_order_relaxed));
 	}
 
 	/** get() when get_fast() declined: validates, resyncs, looks up again,
@@ -115,9 +129,11 @@ private:
 	/* resync.cpp */
 	Status resync_locked();
 	void repin_locked(Region &r, std::span<const Range> offsets);
+	void invalidate_locked(Region &r, std::span<const Range> offsets);
 	Status apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 			    std::span<const Extent> extents);
 	Status fence_and_release_locked();
+	void sync_table_locked(Region &r, std::span<const Extent> extents);
 	std::size_t compact_locked();
 	Status rebuild_after_fork_locked();
 

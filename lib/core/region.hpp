@@ -33,8 +33,10 @@ struct alignas(64) Region {
 	std::atomic<std::uint64_t> size{0};
 	std::atomic<std::uint64_t> keys{0}; /* pack_keys(); one word so never torn */
 	std::atomic<std::uint32_t> access{0};
-	/* Non-zero while some entry has no translation: such a region is served
-	 * by the slow path, which re-pins what the request covers. */
+	/* Non-zero while some entry has no translation. Invalid entries also
+	 * lose their page-table slots, so a hit on one page needs no more; a
+	 * request spanning three or more pages of such a region is served by
+	 * the slow path, which re-pins what the request covers. */
 	std::atomic<std::uint32_t> has_invalid{0};
 	/* Clock (second-chance LRU) bit: the hit path sets it only when clear,
 	 * so a hot region's line is not written on every hit. */

@@ -1,9 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* The resync engine: drain the sources, and for each region the changed
- * ranges touch, pin the new pages only, map them, fence, then unpin the
- * backings nobody uses any more. Keys stay; DMA to untouched pages is never
- * disturbed because their extents and backings are left as they are.
- * Compaction and the fork rebuild reuse the same steps. Context lock held. */
+/* The resync engine: drain the sources; for each region the changed ranges
+ * touch, point those entries away from the replaced pages (map), fence, and
+ * unpin the backings nobody uses any more; the next lookup that covers them
+ * pins the new pages and maps them (repin_locked). Keys stay; DMA to
+ * untouched pages is never disturbed because their extents and backings are
+ * left as they are.
+ *
+ * Why the new pages are not pinned during the resync itself: an event may be
+ * reported before the change is complete -- the kernel module fires at
+ * invalidate_range_start, userfaultfd reports MADV_DONTNEED before it zaps --
+ * and a pin taken in that window would pin the very pages being replaced,
+ * with no later event to say so. A lookup that covers the range comes from a
+ * thread that wants to use it, after the change (or racing with it, which is
+ * the application's use-after-free), so the pin it takes is of the new pages.
+ * Compaction and the fork rebuild pin eagerly: nothing is changing there.
+ * Context lock held throughout. */
 #include <algorithm>
 #include <cinttypes>
 
@@ -53,11 +64,26 @@ Status Context::fence_and_release_locked()
 	return {};
 }
 
+void Context::sync_table_locked(Region &r, std::span<const Extent> extents)
+{
+	/* Invalid entries leave the page table (their lookups go slow and fail
+	 * or re-pin); valid ones fill the slots nobody else holds. */
+	const std::uint64_t base = r.begin_va();
+	for (const auto &e : extents) {
+		const std::uint64_t s = base + e.offset, t = s + e.length;
+		if (e.backing == kNoBacking)
+			table_.replace(s, t, &r, nullptr);
+		else
+			table_.replace(s, t, nullptr, &r);
+	}
+}
+
 Status Context::apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 			     std::span<const Extent> extents)
 {
 	r.translation->replace(offset, len, extents,
 			       [this](BackingId b, std::uint64_t n) { backings_->unuse(b, n); });
+	sync_table_locked(r, extents);
 	for (const auto &e : extents)
 		if (e.backing != kNoBacking)
 			backings_->use(e.backing, e.length);
@@ -93,9 +119,7 @@ void Context::repin_locked(Region &r, std::span<const Range> offsets)
 							     : std::span<const Extent>(invalid);
 		for (const auto &e : with) {
 			const std::uint64_t entries = e.length / entry_size_;
-			if (e.backing == kNoBacking) {
-				stats_.entries_invalidated += entries;
-			} else {
+			if (e.backing != kNoBacking) {
 				stats_.entries_repinned += entries;
 				stats_.bytes_repinned += e.length;
 			}
@@ -109,6 +133,22 @@ void Context::repin_locked(Region &r, std::span<const Range> offsets)
 			retire_locked(r);
 			return;
 		}
+	}
+}
+
+void Context::invalidate_locked(Region &r, std::span<const Range> offsets)
+{
+	for (const auto &run : offsets) {
+		const Extent invalid{run.start, run.end - run.start, kNoBacking};
+		const std::uint64_t before = r.translation->invalid_bytes();
+		if (auto ok = apply_locked(r, run.start, invalid.length, {&invalid, 1}); !ok) {
+			MRSYNC_LOG(error, "core", "map failed, retiring the region: %s",
+				   ok.error().message.c_str());
+			retire_locked(r);
+			return;
+		}
+		stats_.entries_invalidated +=
+			(r.translation->invalid_bytes() - before) / entry_size_;
 	}
 }
 
@@ -144,7 +184,7 @@ Status Context::resync_locked()
 	}
 	for (auto &[r, offsets] : work)
 		if (r->state != Region::State::free)
-			repin_locked(*r, offsets);
+			invalidate_locked(*r, offsets);
 	Status fenced = fence_and_release_locked();
 	if (backings_->stale_bytes() > params_.compact_threshold ||
 	    backings_->count() > driver_->caps().max_backings / 2)
@@ -240,6 +280,7 @@ Status Context::rebuild_after_fork_locked()
 		if (!extents)
 			return std::move(extents).error();
 		r->translation->replace(0, size, *extents, [](BackingId, std::uint64_t) {});
+		sync_table_locked(*r, *extents);
 		for (const auto &e : *extents)
 			if (e.backing != kNoBacking)
 				backings_->use(e.backing, e.length);

@@ -93,11 +93,11 @@ inline bool sees(const void *va, const std::vector<std::byte> &bytes)
 inline long meminfo(const char *key)
 {
 	std::ifstream f("/proc/meminfo");
-	std::string k;
-	long v;
-	while (f >> k >> v)
-		if (k == key)
-			return v;
+	std::string line;
+	const std::size_t n = std::strlen(key);
+	while (std::getline(f, line))
+		if (line.compare(0, n, key) == 0)
+			return std::stol(line.substr(n));
 	return -1;
 }
 
