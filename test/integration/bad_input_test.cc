@@ -1,9 +1,12 @@
 // Bad input at the C ABI: every call answers with its documented -errno and
 // a message naming the argument, and nothing leaks (no region, no pin).
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 #include <string>
 
+#include "support/privileges.hpp"
 #include "support/soft_hca.hpp"
 
 namespace mrsync::test {
@@ -166,6 +169,53 @@ TEST_F(BadCalls, AGoodCallAfterBadOnesWorksAndItsRegionIsAccounted)
 	EXPECT_NE(reg.lkey, 0u);
 	EXPECT_EQ(mrsync_put(ctx_, &reg), 0);
 	expected_regions_ = 1;
+}
+
+} // namespace
+} // namespace mrsync::test
+
+namespace mrsync::test {
+namespace {
+
+/* An unprivileged process over its RLIMIT_MEMLOCK gets -ENOMEM and a message
+ * that names the limit and how to raise it; the context stays usable. */
+int memlock_child()
+{
+	const rlimit small{1 << 20, 1 << 20};
+	if (!drop_ipc_lock() || setrlimit(RLIMIT_MEMLOCK, &small) != 0)
+		return 10;
+	mrsync_params p = MRSYNC_PARAMS_INIT;
+	p.sources = MRSYNC_SOURCE_UFFD;
+	mrsync_ctx *ctx = nullptr;
+	if (mrsync_ctx_create(&p, &ctx) != 0)
+		return 11;
+	Mapping big(4u << 20);
+	mrsync_reg reg;
+	if (mrsync_get(ctx, big.at(0), big.size(), 0, &reg) != -ENOMEM)
+		return 12;
+	const std::string msg = mrsync_last_error();
+	if (msg.find("RLIMIT_MEMLOCK") == std::string::npos || msg.find("ulimit -l") == std::string::npos)
+		return 13;
+	mrsync_stats s{};
+	mrsync_get_stats(ctx, &s);
+	if (s.regions != 0 || s.pinned_bytes != 0)
+		return 14; /* the failed call kept something */
+	if (mrsync_get(ctx, big.at(0), 64 * 1024, 0, &reg) != 0 || mrsync_put(ctx, &reg) != 0)
+		return 15; /* a small one still fits */
+	mrsync_ctx_destroy(&ctx);
+	return 0;
+}
+
+TEST(BadInput, MemlockLimitIsNamedWithTheWayToRaiseIt)
+{
+	const pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0)
+		_exit(memlock_child());
+	int status = 0;
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0) << "child check " << WEXITSTATUS(status) << " failed";
 }
 
 } // namespace
