@@ -1,0 +1,126 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# PID 1 of the QEMU guest after switch_root into the read-only host root (see
+# test/vm/run). Loads mrsync.ko, runs the test binaries listed in the
+# manifest (or the benchmark), unloads the module, scans dmesg, writes the
+# verdict to the results share and powers off.
+#
+# Results share (/run/mrsync-vm): config (from the host), output.log (test
+# output), dmesg.log, bench.json, exit_code (written last).
+R=/run/mrsync-vm
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# the host root is read-only, /tmp included (a build dir may live there):
+# scratch space is a tmpfs under /run
+export HOME=/run/tmp TMPDIR=/run/tmp LANG=C.UTF-8
+# shellcheck source=/dev/null
+. "$R/config" # MODE, KO, MANIFEST, TEST_TIMEOUT, FILTER
+
+out="$R/output.log"
+: >"$out"
+log() { echo "mrsync-vm: $*" >>"$out"; }
+
+finish() {
+	dmesg >"$R/dmesg.log" 2>&1
+	echo "$1" >"$R/exit_code"
+	sync
+	/bin/busybox poweroff -f
+	echo o >/proc/sysrq-trigger
+	sleep 30
+}
+
+# Kernel messages that fail the run: any of them after boot means the module
+# (or a test of it) broke the kernel.
+BAD='WARNING:|BUG:|Oops|general protection|kernel BUG|Call Trace|UBSAN|list_(add|del) corruption|refcount_t:|soft lockup|hard LOCKUP|rcu_.*stall|blocked for more than|Kernel panic'
+
+dmesg -C # the boot log is not ours to judge
+rc=0
+
+load_module() {
+	if ! insmod "$KO" >>"$out" 2>&1; then
+		log "insmod $KO failed"
+		return 1
+	fi
+	# devtmpfs creates the node; wait for it (it is synchronous, but be safe)
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
+		[ -c /dev/mrsync ] && return 0
+		sleep 0.1
+	done
+	log "/dev/mrsync did not appear"
+	return 1
+}
+
+unload_module() {
+	if ! rmmod mrsync >>"$out" 2>&1; then
+		log "rmmod mrsync failed (a file or a watch leaked?)"
+		return 1
+	fi
+	if [ -e /sys/module/mrsync ] || [ -e /dev/mrsync ]; then
+		log "the module left something behind after rmmod"
+		return 1
+	fi
+	return 0
+}
+
+run_tests() {
+	local kind name path args status
+	load_module || return 1
+	while IFS=$'\t' read -r kind name path args; do
+		[ "$kind" = test ] || continue
+		if [ -n "$FILTER" ] && ! [[ $name =~ $FILTER ]]; then
+			continue
+		fi
+		log "=== $name: $path $args"
+		local t0=$SECONDS
+		# shellcheck disable=SC2086
+		timeout -k 5 "$TEST_TIMEOUT" "$path" $args >>"$out" 2>&1
+		status=$?
+		log "=== $name: exit $status ($((SECONDS - t0)) s)"
+		[ $status -eq 0 ] || rc=1
+	done <"$MANIFEST"
+	unload_module || rc=1
+	return $rc
+}
+
+# Rounds alternate "no module" and "module loaded", so that drift of the
+# emulated machine hits both alike; the report takes the medians.
+BENCH_ROUNDS=3
+run_bench() {
+	local bench samples=$R/bench-samples.txt round
+	bench=$(awk -F'\t' '$1 == "bench" { print $3; exit }' "$MANIFEST")
+	if [ -z "$bench" ]; then
+		log "no bench binary in $MANIFEST"
+		return 1
+	fi
+	: >"$samples"
+	for round in $(seq "$BENCH_ROUNDS"); do
+		log "=== bench round $round: without the module"
+		timeout -k 5 "$TEST_TIMEOUT" "$bench" --phase=nomod --samples="$samples" \
+			>>"$out" 2>&1 || return 1
+		load_module || return 1
+		log "=== bench round $round: with the module"
+		timeout -k 5 "$TEST_TIMEOUT" "$bench" --phase=mod --samples="$samples" \
+			>>"$out" 2>&1 || return 1
+		unload_module || return 1
+	done
+	"$bench" --phase=report --samples="$samples" >"$R/bench.json" 2>>"$out"
+}
+
+case "$MODE" in
+test) run_tests || rc=1 ;;
+shell)
+	load_module
+	echo "mrsync-vm: module loaded; the tests are listed in $MANIFEST; exit to power off"
+	bash -i
+	rc=0
+	;;
+bench) run_bench || rc=1 ;;
+*) log "unknown MODE '$MODE'"; rc=1 ;;
+esac
+
+if dmesg | grep -Eq "$BAD"; then
+	log "dmesg has warnings or oopses:"
+	dmesg | grep -E -B2 -A20 "$BAD" >>"$out"
+	rc=1
+fi
+log "guest verdict: $rc"
+finish "$rc"
