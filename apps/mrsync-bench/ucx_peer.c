@@ -61,7 +61,8 @@ static const ucs_rcache_ops_t dummy_ops = {
 	.dump_region = dummy_dump,
 };
 
-int ucx_peer_create(struct ucx_peer **out, char *err, size_t err_len)
+int ucx_peer_create(struct ucx_peer **out, int allow_no_events, int *events, char *err,
+		    size_t err_len)
 {
 	struct ucx_peer *peer = calloc(1, sizeof(*peer));
 	if (!peer) {
@@ -92,7 +93,15 @@ int ucx_peer_create(struct ucx_peer **out, char *err, size_t err_len)
 		.max_size = SIZE_MAX,
 		.max_unreleased = SIZE_MAX,
 	};
+	*events = 1;
 	ucs_status_t status = ucs_rcache_create(&params, "mrsync-bench", NULL, &peer->rcache);
+	if (status != UCS_OK && allow_no_events) {
+		snprintf(err, err_len, "UCX rcache without munmap events (with them: %s)",
+			 ucs_status_string(status));
+		params.ucm_events = 0;
+		*events = 0;
+		status = ucs_rcache_create(&params, "mrsync-bench", NULL, &peer->rcache);
+	}
 	if (status != UCS_OK) {
 		snprintf(err, err_len, "ucs_rcache_create: %s", ucs_status_string(status));
 		free(peer);

@@ -18,13 +18,18 @@ extern "C" {
 struct ucx_peer;
 
 /**
- * Creates the cache. UCX only creates an rcache when it can install its
- * munmap hooks: the peer selects the bistro hook mode first.
- * @param err receives UCX's status text on failure.
+ * Creates the cache. UCX only creates an rcache subscribed to munmap events
+ * when it can install its munmap hooks: the peer selects the bistro hook
+ * mode first. Where even that fails (under valgrind, UCM refuses to patch
+ * code), the cache is created without events when `allow_no_events` is set:
+ * its hit path is the same code, only invalidation is missing.
+ * @param events receives 1 if the cache gets munmap events, else 0.
+ * @param err receives UCX's status text on failure, or why events are off.
  * @return 0 or -1.
  * Thread safety: call once, before any other peer call.
  */
-int ucx_peer_create(struct ucx_peer **out, char *err, size_t err_len);
+int ucx_peer_create(struct ucx_peer **out, int allow_no_events, int *events, char *err,
+		    size_t err_len);
 
 /** Destroys the cache (every region must have been put). */
 void ucx_peer_destroy(struct ucx_peer *peer);

@@ -38,6 +38,19 @@ Context *impl(mrsync_ctx *ctx)
 	return reinterpret_cast<Context *>(ctx);
 }
 
+[[gnu::noinline]] int get_slow_path(mrsync_ctx *ctx, const void *addr, size_t len,
+				     uint32_t access, mrsync_reg *out)
+{
+	if (!ctx || !out)
+		return fail(EINVAL, !ctx ? "ctx is NULL" : "out is NULL");
+	try {
+		return finish(impl(ctx)->get_slow(reinterpret_cast<std::uint64_t>(addr), len, access,
+						  *out));
+	} catch (const std::bad_alloc &) {
+		return fail(ENOMEM, "out of memory in the slow path");
+	}
+}
+
 } // namespace
 
 extern "C" {
@@ -70,16 +83,13 @@ void mrsync_ctx_destroy(struct mrsync_ctx **ctx)
 int mrsync_get(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t access,
 	       struct mrsync_reg *out)
 {
-	if (!ctx || !out) [[unlikely]]
-		return fail(EINVAL, !ctx ? "ctx is NULL" : "out is NULL");
-	const auto va = reinterpret_cast<std::uint64_t>(addr);
-	if (impl(ctx)->get_fast(va, len, access, *out)) [[likely]]
-		return 0;
-	try {
-		return finish(impl(ctx)->get_slow(va, len, access, *out));
-	} catch (const std::bad_alloc &) {
-		return fail(ENOMEM, "out of memory in the slow path");
-	}
+	/* Only the hit path here, so it needs no stack frame; everything else
+	 * is a tail call. */
+	if (ctx && out) [[likely]]
+		if (impl(ctx)->get_fast(reinterpret_cast<std::uint64_t>(addr), len, access, *out))
+			[[likely]]
+			return 0;
+	return get_slow_path(ctx, addr, len, access, out);
 }
 
 int mrsync_put(struct mrsync_ctx *ctx, struct mrsync_reg *reg)

@@ -46,10 +46,10 @@ public:
 
 	/** The hit path: generations, then the page table, then a hold. Returns
 	 *  false when the slow path must decide (never an error by itself). */
-	bool get_fast(std::uint64_t addr, std::uint64_t len, std::uint32_t access,
-		      mrsync_reg &out) noexcept
+	[[gnu::always_inline]] bool get_fast(std::uint64_t addr, std::uint64_t len,
+					     std::uint32_t access, mrsync_reg &out) noexcept
 	{
-		if (check_generations_)
+		if (check_generations_) [[likely]]
 			for (std::uint32_t i = 0; i < nsources_; ++i)
 				if (__atomic_load_n(gen_[i], __ATOMIC_ACQUIRE) !=
 				    seen_[i].load(std::memory_order_relaxed)) [[unlikely]]
@@ -57,7 +57,10 @@ public:
 		ThreadState *ts = tls_slots[0].state;
 		if (tls_slots[0].ctx_id != id_) [[unlikely]]
 			return false;
-		Region *r = table_.lookup(addr);
+		const VaTable::Slot *slot = table_.slot(addr);
+		if (!slot) [[unlikely]]
+			return false;
+		Region *r = slot->load(std::memory_order_acquire);
 		if (!r) [[unlikely]]
 			return false;
 		/* Speculative hold, then validate: if a reclaimer unlinked r
@@ -68,7 +71,7 @@ public:
 		const std::uint64_t start = r->start.load(std::memory_order_relaxed);
 		const std::uint64_t size = r->size.load(std::memory_order_relaxed);
 		const std::uint64_t off = addr - start;
-		if (table_.lookup(addr) != r || off >= size || len - 1 >= size - off ||
+		if (slot->load(std::memory_order_acquire) != r || off >= size || len - 1 >= size - off ||
 		    (access & ~r->access.load(std::memory_order_relaxed)) ||
 		    !valid_beyond_first_page(r, addr, len)) [[unlikely]] {
 			ThreadState::bump(hold, -1);
@@ -85,7 +88,7 @@ public:
 	/** Invalid entries have no page-table slot, so the page of `addr` is
 	 *  valid; a request that spans more pages also needs its last page in
 	 *  the table and, if it spans three or more, a region without holes. */
-	bool valid_beyond_first_page(const Region *r, std::uint64_t addr,
+	[[gnu::always_inline]] bool valid_beyond_first_page(const Region *r, std::uint64_t addr,
 				     std::uint64_t len) const noexcept
 	{
 		const std::uint64_t first = addr >> VaTable::kPageShift;

@@ -35,16 +35,25 @@ public:
 	VaTable(const VaTable &) = delete;
 	~VaTable();
 
-	/** Hit path: the region recorded for the page holding `va`, or nullptr.
-	 *  Lock-free; addresses beyond 47 bits are never cached. */
-	Region *lookup(std::uint64_t va) const noexcept
+	/** Hit path: the slot of the page holding `va`, or nullptr when no
+	 *  leaf covers it. A slot, once it exists, stays where it is, so a
+	 *  reader may load it twice (take, then validate). Lock-free. */
+	const Slot *slot(std::uint64_t va) const noexcept
 	{
 		if (va >> kVaBits) [[unlikely]]
 			return nullptr;
 		Slot *leaf = top_[va >> kLeafShift].load(std::memory_order_acquire);
 		if (!leaf) [[unlikely]]
 			return nullptr;
-		return leaf[(va >> kPageShift) & (kLeafSlots - 1)].load(std::memory_order_acquire);
+		return &leaf[(va >> kPageShift) & (kLeafSlots - 1)];
+	}
+
+	/** The region recorded for the page holding `va`, or nullptr.
+	 *  Addresses beyond 47 bits are never cached. Lock-free. */
+	Region *lookup(std::uint64_t va) const noexcept
+	{
+		const Slot *s = slot(va);
+		return s ? s->load(std::memory_order_acquire) : nullptr;
 	}
 
 	/** Points every page of [start, end) at `region`. Caller holds the

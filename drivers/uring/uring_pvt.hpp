@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * PRIVATE to drivers/uring: the HCA's state, shared by ring.cpp (resources),
+ * hca.cpp (driver operations), dma.cpp (submission) and reap.cpp (completion).
+ */
+#ifndef MRSYNC_URING_PVT_HPP
+#define MRSYNC_URING_PVT_HPP
+
+#include <liburing.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <mrsync/uring.hpp>
+
+namespace mrsync::uring {
+
+namespace detail {
+
+using Clock = std::chrono::steady_clock;
+
+/** Reports a "cannot happen" on stderr: a driver has no caller to return it to. */
+[[gnu::format(printf, 1, 2)]] void log_error(const char *fmt, ...) noexcept;
+
+/** Owns a file descriptor. */
+class Fd {
+public:
+	Fd() = default;
+	explicit Fd(int fd) noexcept : fd_(fd) {}
+	Fd(Fd &&o) noexcept : fd_(o.release()) {}
+	Fd &operator=(Fd &&o) noexcept;
+	~Fd() { reset(); }
+	int get() const noexcept { return fd_; }
+	int release() noexcept;
+	void reset() noexcept;
+
+private:
+	int fd_ = -1;
+};
+
+/** Owns a shared mapping. */
+class Mapping {
+public:
+	Mapping() = default;
+	Mapping(void *addr, std::size_t len) noexcept : addr_(addr), len_(len) {}
+	Mapping(Mapping &&o) noexcept;
+	Mapping &operator=(Mapping &&o) noexcept;
+	~Mapping() { reset(); }
+	std::byte *data() const noexcept { return static_cast<std::byte *>(addr_); }
+	void reset() noexcept;
+
+private:
+	void *addr_ = nullptr;
+	std::size_t len_ = 0;
+};
+
+/** Owns an io_uring. Closing it only unmaps the rings and closes the fd --
+ *  which is also all a fork child may do. */
+class Ring {
+public:
+	Ring() = default;
+	Ring(const Ring &) = delete;
+	Ring &operator=(const Ring &) = delete;
+	~Ring() { close(); }
+	/** io_uring_queue_init_params; returns 0 or -errno. */
+	int init(unsigned entries, io_uring_params &params) noexcept;
+	void close() noexcept;
+	io_uring *get() noexcept { return &ring_; }
+	bool live() const noexcept { return live_; }
+
+private:
+	io_uring ring_{};
+	bool live_ = false;
+};
+
+/** First-fit allocator of contiguous staging chunks (a bitmap). */
+class ChunkMap {
+public:
+	explicit ChunkMap(std::uint32_t chunks);
+	/** Finds `n` free contiguous chunks, marks them used, stores the first. */
+	bool alloc(std::uint32_t n, std::uint32_t &first) noexcept;
+	void free(std::uint32_t first, std::uint32_t n) noexcept;
+
+private:
+	bool used(std::uint32_t i) const noexcept { return words_[i / 64] >> (i % 64) & 1; }
+	void set(std::uint32_t first, std::uint32_t n, bool on) noexcept;
+	std::vector<std::uint64_t> words_;
+	std::uint32_t chunks_;
+};
+
+/** Indices of completed requests, oldest first; fixed capacity. */
+class IndexFifo {
+public:
+	explicit IndexFifo(std::uint32_t capacity) : buf_(capacity) {}
+	bool empty() const noexcept { return count_ == 0; }
+	std::uint32_t size() const noexcept { return count_; }
+	std::uint32_t at(std::uint32_t i) const noexcept { return buf_[(head_ + i) % buf_.size()]; }
+	void push(std::uint32_t v) noexcept;
+	/** Removes the i-th oldest entry, keeping the order of the others. */
+	std::uint32_t take(std::uint32_t i) noexcept;
+
+private:
+	std::vector<std::uint32_t> buf_;
+	std::uint32_t head_ = 0;
+	std::uint32_t count_ = 0;
+};
+
+inline constexpr std::uint64_t kChunk = 64 * 1024;
+inline constexpr std::uint32_t kSlotBits = 14; /* kMaxBackings == 1 << 14 */
+inline constexpr std::uint32_t kSlotMask = (1u << kSlotBits) - 1;
+/** Generations wrap below 2^18 - 1 so no BackingId equals kNoBacking. */
+inline constexpr std::uint32_t kGenLimit = (1u << (32 - kSlotBits)) - 1;
+/** CQE user_data of a slot-release tag; DMA CQEs carry a request index. */
+inline constexpr std::uint64_t kTagBit = 1ull << 63;
+
+enum class SlotState : std::uint8_t { Free, Pinning, Pinned, Releasing };
+
+/** One registered-buffer slot: one backing. */
+struct Slot {
+	std::uint64_t va = 0;
+	std::uint64_t len = 0;
+	std::uint32_t gen = 0;             /**< bumped per pin; part of the BackingId */
+	SlotState state = SlotState::Free; /**< under backing_mu */
+	/** The BackingId DMA may use, or kNoBacking. Cleared under the
+	 *  submission lock, so a request that saw it live is already in the
+	 *  kernel holding the old buffer when the slot is emptied. */
+	std::atomic<BackingId> live{kNoBacking};
+};
+
+inline BackingId backing_id(std::uint32_t slot, std::uint32_t gen) noexcept
+{
+	return gen << kSlotBits | slot;
+}
+
+enum class ReqState : std::uint8_t { Free, Reserved, InFlight, Done };
+
+/** One DMA request, reused; its index is the SQE user_data. */
+struct Request {
+	std::atomic<ReqState> state{ReqState::Free};
+	std::uint64_t seq = 0;        /**< submission ticket, for fence() */
+	std::uint64_t user_data = 0;
+	std::byte *dst = nullptr;     /**< read(): copied to at completion */
+	std::uint64_t len = 0;
+	std::uint32_t chunk = 0;      /**< staging chunks [chunk, chunk + nchunks) */
+	std::uint32_t nchunks = 0;
+	std::uint32_t pending = 0;    /**< SQEs without a CQE yet */
+	std::uint64_t transferred = 0;
+	int result = 0;               /**< first error (or the refusal), else 0 */
+};
+
+struct Registration {
+	std::uint64_t va = 0;
+	std::uint64_t len = 0;
+	std::uint32_t access = 0;
+	std::vector<Extent> extents;
+};
+
+/** What a wait predicate reports. */
+enum class Progress { Done, Pending, Never };
+
+/** A non-owning reference to a `Progress()` callable: waits take predicates
+ *  without std::function's possible allocation. */
+class PredRef {
+public:
+	template <class F>
+	PredRef(F &f) noexcept
+		: obj_(&f), call_([](void *o) { return (*static_cast<F *>(o))(); })
+	{
+	}
+	Progress operator()() const { return call_(obj_); }
+
+private:
+	void *obj_;
+	Progress (*call_)(void *);
+};
+
+/** printf into a std::string, for error messages. */
+[[gnu::format(printf, 1, 2)]] std::string strf(const char *fmt, ...);
+
+} // namespace detail
+
+struct Hca::Impl {
+	explicit Impl(const HcaOptions &options);
+	~Impl();
+
+	/* ring.cpp */
+	Status open();
+	void close_without_unregistering() noexcept;
+
+	/* hca.cpp */
+	Status check_translation(const detail::Registration &reg, std::span<const Extent> extents);
+	bool take_free_slot(std::uint32_t &slot, std::uint32_t &gen) noexcept;
+
+	/* dma.cpp */
+	Status submit(bool to_memory, std::uint32_t key, std::uint64_t va, std::byte *buf,
+		      std::uint64_t len, std::uint64_t user_data);
+	Result<std::uint32_t> reserve(std::uint64_t len, std::uint64_t user_data);
+	int translate(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool to_memory,
+		      const detail::Registration *&reg, std::uint32_t &pieces);
+	void emit(std::uint32_t idx, const detail::Registration *reg, std::uint64_t va,
+		  bool to_memory);
+	io_uring_sqe *next_sqe();
+	void flush_sq();
+
+	/* reap.cpp */
+	Status reap_until(detail::PredRef pred, detail::Clock::time_point deadline,
+			  const char *what);
+	void collect();
+	void drain_cq();
+	void on_dma_cqe(std::uint32_t idx, int res);
+	void on_release_tag(std::uint64_t tag);
+	void finish(std::uint32_t idx);
+	Completion take(std::uint32_t fifo_pos) noexcept;
+	void release_request(std::uint32_t idx) noexcept;
+	void wait_kernel(detail::Clock::time_point deadline);
+	Status fence_until(detail::Clock::time_point deadline);
+
+	HcaOptions options;
+	detail::Ring ring;
+	detail::Fd memfd;
+	detail::Mapping staging;
+	bool abandoned = false;
+
+	/* control: the driver operations (the core serialises them anyway) */
+	std::mutex control_mu;
+	std::uint32_t next_key = 1;
+
+	/* submission: the SQ, the registrations, tickets */
+	std::mutex submit_mu;
+	std::unordered_map<std::uint32_t, detail::Registration> regs;
+	std::uint64_t seq = 0;
+
+	/* completion: the CQ and the collected completions */
+	std::mutex reap_mu;
+	std::condition_variable reap_cv;
+	bool leader = false; /**< a thread waits in the kernel; only it drains */
+	detail::IndexFifo done;
+
+	/* pool: free request slots and staging chunks */
+	std::mutex pool_mu;
+	std::vector<std::uint32_t> free_reqs;
+	detail::ChunkMap chunks;
+	std::unique_ptr<detail::Request[]> reqs;
+
+	/* backings: slot states and the free-slot stack */
+	std::mutex backing_mu;
+	std::vector<std::uint32_t> free_slots;
+	std::unique_ptr<detail::Slot[]> slots;
+
+	struct Counters {
+		std::atomic<std::uint64_t> pinned_bytes{0};
+		std::atomic<std::uint32_t> slots_releasing{0};
+		std::atomic<std::uint32_t> registrations{0};
+		std::atomic<std::uint64_t> dma_submitted{0};
+		std::atomic<std::uint64_t> dma_completed{0};
+		std::atomic<std::uint64_t> dma_refused{0};
+		std::atomic<std::uint64_t> sqes{0};
+		std::atomic<std::uint64_t> release_tags{0};
+		std::atomic<std::uint32_t> inflight{0}; /**< requests Reserved..InFlight */
+	} counters;
+};
+
+} // namespace mrsync::uring
+
+#endif

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+#include "address_space.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+
+#include "unique_fd.hpp"
+
+namespace mrsync::detail {
+
+std::uint64_t page_size() noexcept
+{
+	static const std::uint64_t size = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+	return size;
+}
+
+namespace {
+
+struct HugePageSizes {
+	std::array<std::uint64_t, 8> sizes{};
+	std::size_t count = 0;
+
+	HugePageSizes()
+	{
+		/* One directory per size: hugepages-2048kB, hugepages-1048576kB. */
+		DIR *dir = ::opendir("/sys/kernel/mm/hugepages");
+		if (!dir)
+			return;
+		while (const dirent *entry = ::readdir(dir)) {
+			std::string_view name = entry->d_name;
+			constexpr std::string_view prefix = "hugepages-";
+			if (!name.starts_with(prefix) || count == sizes.size())
+				continue;
+			std::uint64_t kib = 0;
+			auto [end, ec] = std::from_chars(name.data() + prefix.size(),
+							 name.data() + name.size(), kib);
+			if (ec == std::errc() && std::string_view(end) == "kB" && kib)
+				sizes[count++] = kib * 1024;
+		}
+		::closedir(dir);
+		std::sort(sizes.begin(), sizes.begin() + count);
+	}
+};
+
+bool parse_hex(std::string_view &text, std::uint64_t &value)
+{
+	auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 16);
+	if (ec != std::errc())
+		return false;
+	text.remove_prefix(static_cast<std::size_t>(end - text.data()));
+	return true;
+}
+
+/* Skips `fields` whitespace-separated fields and the blanks after them. */
+void skip_fields(std::string_view &text, int fields)
+{
+	for (int i = 0; i < fields; ++i) {
+		text.remove_prefix(std::min(text.find_first_not_of(' '), text.size()));
+		text.remove_prefix(std::min(text.find(' '), text.size()));
+	}
+	text.remove_prefix(std::min(text.find_first_not_of(' '), text.size()));
+}
+
+} // namespace
+
+std::span<const std::uint64_t> huge_page_sizes() noexcept
+{
+	static const HugePageSizes sizes;
+	return {sizes.sizes.data(), sizes.count};
+}
+
+std::string format_range(Range range)
+{
+	char text[64];
+	std::snprintf(text, sizeof text, "[%#llx, %#llx)",
+		      static_cast<unsigned long long>(range.start),
+		      static_cast<unsigned long long>(range.end));
+	return text;
+}
+
+Result<Range> checked_range(std::uint64_t va, std::uint64_t len, std::string_view what)
+{
+	char text[160];
+	if (len == 0) {
+		std::snprintf(text, sizeof text, "%.*s: empty range at %#llx",
+			      static_cast<int>(what.size()), what.data(),
+			      static_cast<unsigned long long>(va));
+		return make_error(EINVAL, text);
+	}
+	Range range{va, va + len};
+	if (range.end < va || !align_out(range, page_size())) {
+		std::snprintf(text, sizeof text,
+			      "%.*s: range at %#llx of length %#llx wraps around the address space",
+			      static_cast<int>(what.size()), what.data(),
+			      static_cast<unsigned long long>(va),
+			      static_cast<unsigned long long>(len));
+		return make_error(EINVAL, text);
+	}
+	return range;
+}
+
+std::optional<Range> align_out(Range range, std::uint64_t align) noexcept
+{
+	const std::uint64_t mask = align - 1;
+	if (range.end > UINT64_MAX - mask)
+		return std::nullopt;
+	return Range{range.start & ~mask, (range.end + mask) & ~mask};
+}
+
+bool fully_mapped(Range range) noexcept
+{
+	/* msync() fails with ENOMEM when part of the range is not mapped; with
+	 * MS_ASYNC it does nothing else (a no-op since Linux 2.6.19), so it is
+	 * the cheapest "is all of this mapped" the kernel offers. */
+	return ::msync(reinterpret_cast<void *>(range.start), range.end - range.start,
+		       MS_ASYNC) == 0;
+}
+
+Result<std::vector<Mapping>> mappings_in(Range range)
+{
+	UniqueFd fd(::open("/proc/self/maps", O_RDONLY | O_CLOEXEC));
+	if (!fd)
+		return make_error(errno, "cannot open /proc/self/maps");
+	std::string text;
+	char buffer[16384];
+	for (;;) {
+		ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return make_error(errno, "cannot read /proc/self/maps");
+		if (n == 0)
+			break;
+		text.append(buffer, static_cast<std::size_t>(n));
+	}
+
+	/* Lines: "start-end perms offset dev inode   name". */
+	std::vector<Mapping> found;
+	std::string_view rest = text;
+	while (!rest.empty()) {
+		std::size_t eol = std::min(rest.find('\n'), rest.size());
+		std::string_view line = rest.substr(0, eol);
+		rest.remove_prefix(std::min(eol + 1, rest.size()));
+
+		Range mapping;
+		if (!parse_hex(line, mapping.start) || line.empty() || line.front() != '-')
+			continue;
+		line.remove_prefix(1);
+		if (!parse_hex(line, mapping.end))
+			continue;
+		if (mapping.end <= range.start)
+			continue;
+		if (mapping.start >= range.end)
+			break;
+		skip_fields(line, 4); /* perms offset dev inode */
+		found.push_back({Range{std::max(mapping.start, range.start),
+				       std::min(mapping.end, range.end)},
+				 std::string(line)});
+	}
+	return found;
+}
+
+std::vector<Range> holes_in(Range range, std::span<const Mapping> mappings)
+{
+	std::vector<Range> holes;
+	std::uint64_t at = range.start;
+	for (const Mapping &mapping : mappings) {
+		if (mapping.range.start > at)
+			holes.push_back({at, std::min(mapping.range.start, range.end)});
+		at = std::max(at, mapping.range.end);
+		if (at >= range.end)
+			break;
+	}
+	if (at < range.end)
+		holes.push_back({at, range.end});
+	return holes;
+}
+
+std::uint64_t kernel_page_size_at(std::uint64_t va)
+{
+	std::FILE *smaps = std::fopen("/proc/self/smaps", "re");
+	if (!smaps)
+		return 0;
+	char line[512];
+	bool inside = false;
+	std::uint64_t size = 0;
+	while (std::fgets(line, sizeof line, smaps)) {
+		unsigned long long lo, hi, kib;
+		if (std::sscanf(line, "%llx-%llx ", &lo, &hi) == 2) { /* a mapping's first line */
+			inside = lo <= va && va < hi;
+		} else if (inside && std::sscanf(line, "KernelPageSize: %llu kB", &kib) == 1) {
+			size = kib * 1024;
+			break;
+		}
+	}
+	std::fclose(smaps);
+	return size;
+}
+
+} // namespace mrsync::detail

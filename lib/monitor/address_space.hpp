@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * PRIVATE to lib/monitor: what the event sources ask of the process's address
+ * space — range validation and alignment, "is all of it mapped", and which
+ * mappings lie in a range (the slow paths: error messages, holes).
+ */
+#ifndef MRSYNC_MONITOR_ADDRESS_SPACE_HPP
+#define MRSYNC_MONITOR_ADDRESS_SPACE_HPP
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <mrsync/result.hpp>
+#include <mrsync/source.hpp>
+
+namespace mrsync::detail {
+
+/** @return the base page size. Thread safety: any thread. */
+std::uint64_t page_size() noexcept;
+
+/** @return the huge page sizes the kernel offers, ascending (maybe none).
+ *  Thread safety: any thread. */
+std::span<const std::uint64_t> huge_page_sizes() noexcept;
+
+/** @return "[0x1000, 0x3000)". Thread safety: any thread. */
+std::string format_range(Range range);
+
+/**
+ * Validates the range [va, va + len) an API was given.
+ * @param what the caller's name, for the message ("watch", "rearm").
+ * @return the range, or EINVAL if it is empty or wraps around the address
+ *         space (after rounding out to whole pages, too).
+ * Thread safety: any thread.
+ */
+Result<Range> checked_range(std::uint64_t va, std::uint64_t len, std::string_view what);
+
+/** @return `range` rounded out to multiples of `align` (a power of two), or
+ *  nothing if that wraps. Thread safety: any thread. */
+std::optional<Range> align_out(Range range, std::uint64_t align) noexcept;
+
+/** @return true if every page of the page-aligned `range` is mapped (one
+ *  msync(MS_ASYNC), which only walks the mappings). Thread safety: any thread. */
+bool fully_mapped(Range range) noexcept;
+
+/** The page size the kernel uses for the mapping that holds `va` (the
+ *  "KernelPageSize" of /proc/self/smaps: larger inside hugetlb mappings), or
+ *  0 if nothing is mapped there. Slow (reads text): error paths only.
+ *  Thread safety: any thread. */
+std::uint64_t kernel_page_size_at(std::uint64_t va);
+
+/** A mapping (or the part of it inside the range asked about). */
+struct Mapping {
+	Range range;
+	std::string name; /**< pathname or [heap], [stack], ...; "" if anonymous */
+};
+
+/**
+ * Reads /proc/self/maps: the mappings that intersect `range`, clipped to it,
+ * in address order. A snapshot: other threads may change the address space
+ * meanwhile. Slow (reads and parses text): error paths and holes only.
+ * @return the mappings, or the errno of opening/reading the file.
+ * Thread safety: any thread.
+ */
+Result<std::vector<Mapping>> mappings_in(Range range);
+
+/** @return the parts of `range` that none of `mappings` covers.
+ *  Thread safety: any thread. */
+std::vector<Range> holes_in(Range range, std::span<const Mapping> mappings);
+
+} // namespace mrsync::detail
+
+#endif

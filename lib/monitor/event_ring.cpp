@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: MIT */
+/* The user-space generation + event ring (see mrsync/event_ring.hpp for the
+ * protocol and the lock rules this file keeps). */
+#include <mrsync/event_ring.hpp>
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+namespace mrsync {
+
+namespace {
+/* An announced batch is published within microseconds; waiting longer means
+ * the announcer is gone or starved, and a full resync is always correct. */
+constexpr auto kAnnounceWait = std::chrono::seconds(1);
+} // namespace
+
+EventRing::EventRing(std::uint32_t entries)
+	: capacity_(entries ? entries : kDefaultRingEntries)
+{
+	/* All the memory the ring will ever use, reserved now: producers must
+	 * never allocate (see the header). */
+	entries_.reserve(capacity_);
+	spare_.reserve(capacity_);
+}
+
+void EventRing::bump() noexcept
+{
+	/* Release: whoever acquires the new value sees the ranges pushed before
+	 * it (drain() also takes mu_, which orders them by itself). */
+	std::atomic_ref<std::uint64_t>(generation_).fetch_add(1, std::memory_order_release);
+}
+
+void EventRing::push_locked(std::span<const Range> changed) noexcept
+{
+	for (const Range &range : changed) {
+		++stats_.appended;
+		if (!entries_.empty()) {
+			Range &last = entries_.back();
+			if (range.start <= last.end && range.end >= last.start) {
+				last.start = std::min(last.start, range.start);
+				last.end = std::max(last.end, range.end);
+				++stats_.coalesced;
+				continue;
+			}
+		}
+		if (entries_.size() == capacity_) {
+			++stats_.lost;
+			lost_since_drain_ = true;
+			continue;
+		}
+		entries_.push_back(range); /* within the reserved capacity */
+	}
+}
+
+void EventRing::append(std::span<const Range> changed) noexcept
+{
+	{
+		std::lock_guard lock(mu_);
+		push_locked(changed);
+	}
+	bump();
+}
+
+void EventRing::announce() noexcept
+{
+	/* Counted before the bump: a reader that acquires the new generation
+	 * also sees the announcement, and drain() waits for the batch. */
+	announced_.fetch_add(1, std::memory_order_seq_cst);
+	bump();
+}
+
+void EventRing::publish(std::span<const Range> changed) noexcept
+{
+	{
+		std::lock_guard lock(mu_);
+		push_locked(changed);
+	}
+	/* After the ranges are in: drain() waits for this to reach zero, then
+	 * takes mu_ and finds them. */
+	announced_.fetch_sub(1, std::memory_order_release);
+	/* The announcement already moved the generation; bump again so that a
+	 * consumer that loaded the generation after announce() but drained
+	 * before it (wrong order, but cheap to forgive) still comes back. */
+	if (!changed.empty())
+		bump();
+}
+
+bool EventRing::drain(std::vector<Range> &out)
+{
+	std::lock_guard drain_lock(drain_mu_);
+	/* Wait for announced batches. Bounded: an announcer publishes without
+	 * blocking (a few microseconds after its read() returns). Nothing the
+	 * announcer needs is held here: not mu_, and no caller's lock matters
+	 * since the announcer takes none but mu_. */
+	bool timed_out = false;
+	if (announced_.load(std::memory_order_acquire) != 0) {
+		const auto deadline = std::chrono::steady_clock::now() + kAnnounceWait;
+		for (unsigned spin = 0; announced_.load(std::memory_order_acquire) != 0; ++spin) {
+			if (std::chrono::steady_clock::now() >= deadline) {
+				timed_out = true;
+				break;
+			}
+			if (spin < 64)
+				::sched_yield();
+			else
+				std::this_thread::sleep_for(std::chrono::microseconds(50));
+		}
+	}
+	bool lost;
+	{
+		std::lock_guard lock(mu_);
+		entries_.swap(spare_); /* no allocation: both keep their capacity */
+		lost = lost_since_drain_ || timed_out;
+		lost_since_drain_ = false;
+		if (lost)
+			++stats_.overflows;
+	}
+	/* Outside mu_: this may allocate, and free() may madvise()/munmap() heap
+	 * memory that a source watches, which blocks until the userfaultfd
+	 * monitor has read the event; the monitor then needs mu_. */
+	try {
+		out.insert(out.end(), spare_.begin(), spare_.end());
+	} catch (...) {
+		/* Could not hand the ranges over: "resync everything" loses none. */
+		spare_.clear();
+		if (!lost) {
+			std::lock_guard lock(mu_);
+			++stats_.overflows;
+		}
+		return true;
+	}
+	spare_.clear();
+	return lost;
+}
+
+EventRing::Stats EventRing::stats() const noexcept
+{
+	std::lock_guard lock(mu_);
+	return stats_;
+}
+
+} // namespace mrsync

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * PRIVATE to lib/monitor: a move-only owner of a file descriptor (the
+ * userfaultfd, the monitor's eventfd, the module's /dev/mrsync file).
+ */
+#ifndef MRSYNC_MONITOR_UNIQUE_FD_HPP
+#define MRSYNC_MONITOR_UNIQUE_FD_HPP
+
+#include <unistd.h>
+
+#include <utility>
+
+namespace mrsync::detail {
+
+class UniqueFd {
+public:
+	UniqueFd() noexcept = default;
+	/** Takes ownership of `fd` (-1: owns nothing). */
+	explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+	UniqueFd(UniqueFd &&other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+	UniqueFd &operator=(UniqueFd &&other) noexcept
+	{
+		if (this != &other)
+			reset(std::exchange(other.fd_, -1));
+		return *this;
+	}
+	UniqueFd(const UniqueFd &) = delete;
+	UniqueFd &operator=(const UniqueFd &) = delete;
+	~UniqueFd() { reset(); }
+
+	/** @return the descriptor, or -1. Thread safety: as the owner. */
+	int get() const noexcept { return fd_; }
+	explicit operator bool() const noexcept { return fd_ >= 0; }
+
+	/** Closes the descriptor owned so far and owns `fd` instead.
+	 *  Thread safety: the owner's thread. */
+	void reset(int fd = -1) noexcept
+	{
+		if (fd_ >= 0)
+			::close(fd_);
+		fd_ = fd;
+	}
+
+private:
+	int fd_ = -1;
+};
+
+} // namespace mrsync::detail
+
+#endif
