@@ -19,6 +19,7 @@ Result<BackingId> Backings::pin_one(std::uint64_t va, std::uint64_t len)
 	if (id.ok()) {
 		entries_[*id] = Entry{va, len, 0};
 		pinned_bytes_ += len;
+		unused_.push_back(*id); /* until a translation uses it */
 	}
 	return id;
 }
@@ -27,9 +28,6 @@ Result<std::vector<Extent>> Backings::pin(std::uint64_t base, std::uint64_t va, 
 					  Holes holes)
 {
 	const std::uint64_t max_unit = driver_->caps().max_backing_bytes;
-	const std::vector<Range> parts = holes == Holes::fail
-						 ? std::vector<Range>{{va, va + len}}
-						 : mapped_writable(va, va + len);
 	std::vector<Extent> extents;
 	auto add = [&extents, base](std::uint64_t from, std::uint64_t to, BackingId backing) {
 		if (from >= to)
@@ -39,22 +37,36 @@ Result<std::vector<Extent>> Backings::pin(std::uint64_t base, std::uint64_t va, 
 		else
 			extents.push_back({from - base, to - from, backing});
 	};
-	std::uint64_t at = va;
-	for (const auto &part : parts) {
-		add(at, part.start, kNoBacking);
-		for (std::uint64_t s = part.start; s < part.end; s += max_unit) {
-			const std::uint64_t e = std::min(part.end, s + max_unit);
-			auto id = pin_one(s, e - s);
-			if (id.ok())
-				add(s, e, *id);
-			else if (id.error().code == EFAULT && holes == Holes::invalidate)
-				add(s, e, kNoBacking); /* mapped, but not pinnable */
-			else
-				return std::move(id).error();
+	/* Pins [s, e) as one unit; EFAULT means a hole or an unpinnable page. */
+	auto pin_unit = [&](std::uint64_t s, std::uint64_t e) -> Status {
+		auto id = pin_one(s, e - s);
+		if (id.ok())
+			add(s, e, *id);
+		else if (id.error().code == EFAULT && holes == Holes::invalidate)
+			add(s, e, kNoBacking);
+		else
+			return std::move(id).error();
+		return {};
+	};
+	for (std::uint64_t s = va; s < va + len; s += max_unit) {
+		const std::uint64_t e = std::min(va + len, s + max_unit);
+		auto id = pin_one(s, e - s);
+		if (id.ok()) { /* the common case: all there */
+			add(s, e, *id);
+			continue;
 		}
-		at = part.end;
+		if (id.error().code != EFAULT || holes == Holes::fail)
+			return std::move(id).error();
+		/* Holes: one read of the maps finds the parts worth pinning. */
+		std::uint64_t at = s;
+		for (const auto &part : mapped_writable(s, e)) {
+			add(at, part.start, kNoBacking);
+			if (auto ok = pin_unit(part.start, part.end); !ok)
+				return std::move(ok).error();
+			at = part.end;
+		}
+		add(at, e, kNoBacking);
 	}
-	add(at, va + len, kNoBacking);
 	return extents;
 }
 
@@ -65,22 +77,27 @@ void Backings::use(BackingId id, std::uint64_t bytes)
 
 void Backings::unuse(BackingId id, std::uint64_t bytes)
 {
-	entries_.at(id).used -= bytes;
+	auto &entry = entries_.at(id);
+	entry.used -= bytes;
+	if (!entry.used)
+		unused_.push_back(id);
 }
 
 std::size_t Backings::release_unused() noexcept
 {
+	/* Only the candidates: a fence is frequent, the backings many. A pin
+	 * that was never used (a failed creation) is a candidate too. */
 	std::size_t released = 0;
-	for (auto it = entries_.begin(); it != entries_.end();) {
-		if (it->second.used) {
-			++it;
-			continue;
-		}
-		driver_->unpin(it->first);
+	for (BackingId id : unused_) {
+		auto it = entries_.find(id);
+		if (it == entries_.end() || it->second.used)
+			continue; /* gone already, or used again */
+		driver_->unpin(id);
 		pinned_bytes_ -= it->second.len;
-		it = entries_.erase(it);
+		entries_.erase(it);
 		++released;
 	}
+	unused_.clear();
 	return released;
 }
 

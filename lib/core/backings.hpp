@@ -56,7 +56,12 @@ public:
 	std::size_t count() const noexcept { return entries_.size(); }
 
 	/** Fork child: the driver dropped its kernel objects; forget ours. */
-	void abandon() noexcept { entries_.clear(); pinned_bytes_ = 0; }
+	void abandon() noexcept
+	{
+		entries_.clear();
+		unused_.clear();
+		pinned_bytes_ = 0;
+	}
 
 private:
 	struct Entry {
@@ -69,6 +74,7 @@ private:
 
 	Driver *driver_;
 	std::unordered_map<BackingId, Entry> entries_;
+	std::vector<BackingId> unused_; /* candidates for release_unused() */
 	std::uint64_t pinned_bytes_ = 0;
 };
 

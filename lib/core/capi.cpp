@@ -51,6 +51,13 @@ Context *impl(mrsync_ctx *ctx)
 	}
 }
 
+[[gnu::noinline]] int put_slow_path(mrsync_ctx *ctx, mrsync_reg *reg)
+{
+	if (!ctx || !reg || !reg->region)
+		return fail(EINVAL, !ctx ? "ctx is NULL" : "reg or reg->region is NULL");
+	return finish(impl(ctx)->put(reg->region));
+}
+
 } // namespace
 
 extern "C" {
@@ -94,9 +101,9 @@ int mrsync_get(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t ac
 
 int mrsync_put(struct mrsync_ctx *ctx, struct mrsync_reg *reg)
 {
-	if (!ctx || !reg || !reg->region)
-		return fail(EINVAL, !ctx ? "ctx is NULL" : "reg or reg->region is NULL");
-	return finish(impl(ctx)->put(reg->region));
+	if (ctx && reg && reg->region && impl(ctx)->put_fast(reg->region)) [[likely]]
+		return 0;
+	return put_slow_path(ctx, reg);
 }
 
 int mrsync_hint(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t access)

@@ -394,8 +394,8 @@ Status Context::get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t ac
 
 Status Context::put(mrsync_region *handle)
 {
-	auto *r = reinterpret_cast<Region *>(handle);
-	if (r < slab_.get() || r >= slab_.get() + slab_size_)
+	const Region *r = owned_region(handle);
+	if (!r)
 		return make_error(EINVAL, "reg->region was not handed out by this context");
 	ThreadState *ts = tls_slots[0].ctx_id == id_ ? tls_slots[0].state : nullptr;
 	if (!ts) {

@@ -99,6 +99,29 @@ public:
 		       (last - first == 1 || !r->has_invalid.load(std::memory_order_relaxed));
 	}
 
+	/** The hit path of put: the calling thread's hold counter, nothing
+	 *  else. Returns false when the slow path must decide (a thread new to
+	 *  this context, or a handle that is not one of ours). */
+	[[gnu::always_inline]] bool put_fast(mrsync_region *handle) noexcept
+	{
+		const Region *r = owned_region(handle);
+		if (!r || tls_slots[0].ctx_id != id_) [[unlikely]]
+			return false;
+		ThreadState::bump(tls_slots[0].state->holds[r->slot], -1);
+		return true;
+	}
+
+	/** `handle` as one of this context's regions, or nullptr. */
+	const Region *owned_region(mrsync_region *handle) const noexcept
+	{
+		const auto at = reinterpret_cast<std::uintptr_t>(handle);
+		const auto base = reinterpret_cast<std::uintptr_t>(slab_.get());
+		if (at - base >= std::uintptr_t(slab_size_) * sizeof(Region) ||
+		    (at - base) % sizeof(Region))
+			return nullptr;
+		return reinterpret_cast<const Region *>(handle);
+	}
+
 	/** get() when get_fast() declined: validates, resyncs, looks up again,
 	 *  creates or re-pins. */
 	Status get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t access, mrsync_reg &out);
