@@ -17,6 +17,8 @@
 
 #include <mrsync/uring.hpp>
 
+#include "cli.hpp"
+
 namespace mrsync::workload {
 
 namespace {
@@ -317,6 +319,19 @@ Result<Report> run(Context &ctx, const Options &options)
 	report.first_error = c.first_error;
 	report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 	return report;
+}
+
+bool parse_option(int argc, char **argv, int &i, Options &options)
+{
+	if (auto v = cli::option(argc, argv, i, "--ops"); v && cli::count(*v)) {
+		options.ops = *cli::count(*v);
+		return true;
+	}
+	if (auto t = cli::option(argc, argv, i, "--threads"); t && cli::count(*t) && *cli::count(*t)) {
+		options.dma_threads = static_cast<unsigned>(*cli::count(*t));
+		return true;
+	}
+	return false;
 }
 
 std::string summary(const Report &r)

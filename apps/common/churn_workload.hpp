@@ -57,6 +57,10 @@ struct Report {
  *  @return the report, or an error if the workload could not be set up. */
 Result<Report> run(Context &ctx, const Options &options);
 
+/** If argv[i] is a workload option (--ops N, --threads N), stores it in
+ *  `options` (advancing i) and returns true. */
+bool parse_option(int argc, char **argv, int &i, Options &options);
+
 /** One line: "ops=N lost_writes=N refused=N ...". */
 std::string summary(const Report &report);
 

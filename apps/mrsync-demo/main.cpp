@@ -68,11 +68,8 @@ int main(int argc, char **argv)
 	options.ops = 200'000;
 	std::uint32_t sources = 0;
 	for (int i = 1; i < argc; ++i) {
-		if (auto v = mrsync::cli::option(argc, argv, i, "--ops"); v && mrsync::cli::count(*v)) {
-			options.ops = *mrsync::cli::count(*v);
-		} else if (auto t = mrsync::cli::option(argc, argv, i, "--threads");
-			   t && mrsync::cli::count(*t)) {
-			options.dma_threads = static_cast<unsigned>(*mrsync::cli::count(*t));
+		if (mrsync::workload::parse_option(argc, argv, i, options)) {
+			continue;
 		} else if (auto s = mrsync::cli::option(argc, argv, i, "--source");
 			   s && mrsync::cli::source_mask(*s)) {
 			sources = *mrsync::cli::source_mask(*s);

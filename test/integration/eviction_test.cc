@@ -8,13 +8,10 @@ namespace {
 Context limited(std::uint32_t max_regions, std::uint64_t max_bytes)
 {
 	mrsync_params p = MRSYNC_PARAMS_INIT;
-	p.driver = "uring";
 	p.sources = MRSYNC_SOURCE_UFFD;
 	p.max_regions = max_regions;
 	p.max_registered_bytes = max_bytes;
-	auto ctx = Context::create(p);
-	EXPECT_TRUE(ctx.ok()) << ctx.error().message;
-	return std::move(ctx).value();
+	return make_context(p);
 }
 
 TEST(Eviction, UnusedRegionsGoPastMaxRegions)

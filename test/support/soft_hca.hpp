@@ -101,19 +101,25 @@ inline long meminfo(const char *key)
 	return -1;
 }
 
+/** A context on the uring HCA; `params.driver` is set to "uring". */
+inline Context make_context(mrsync_params params)
+{
+	params.driver = "uring";
+	auto ctx = Context::create(params);
+	if (!ctx)
+		ADD_FAILURE() << "context: " << ctx.error().message;
+	return std::move(ctx).value();
+}
+
 /** A context on the uring HCA with the given sources. */
 inline Context make_context(std::uint32_t sources, std::uint32_t flags = 0,
 			    std::uint32_t ring_entries = 0)
 {
 	mrsync_params params = MRSYNC_PARAMS_INIT;
-	params.driver = "uring";
 	params.sources = sources;
 	params.flags = flags;
 	params.ring_entries = ring_entries;
-	auto ctx = Context::create(params);
-	if (!ctx)
-		ADD_FAILURE() << "context: " << ctx.error().message;
-	return std::move(ctx).value();
+	return make_context(params);
 }
 
 inline uring::Hca &hca_of(Context &ctx)

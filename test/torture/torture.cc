@@ -22,11 +22,8 @@ int main(int argc, char **argv)
 	std::uint32_t sources = 0, ring_entries = 0;
 	bool negative = false;
 	for (int i = 1; i < argc; ++i) {
-		if (auto v = mrsync::cli::option(argc, argv, i, "--ops"); v && mrsync::cli::count(*v)) {
-			options.ops = *mrsync::cli::count(*v);
-		} else if (auto t = mrsync::cli::option(argc, argv, i, "--threads");
-			   t && mrsync::cli::count(*t)) {
-			options.dma_threads = static_cast<unsigned>(*mrsync::cli::count(*t));
+		if (mrsync::workload::parse_option(argc, argv, i, options)) {
+			continue;
 		} else if (auto r = mrsync::cli::option(argc, argv, i, "--ring-entries");
 			   r && mrsync::cli::count(*r)) {
 			ring_entries = static_cast<std::uint32_t>(*mrsync::cli::count(*r));

@@ -4,6 +4,8 @@
  * RLIMIT_MEMLOCK is explained, and a fork child leaves the parent's ring alone. */
 #include "uring_test_util.hpp"
 
+#include "support/privileges.hpp"
+
 #include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -144,20 +146,7 @@ TEST_F(UringPin, SlotTableIsFiniteAndComesBack)
 	EXPECT_EQ(hca->stats().pinned_bytes, 0u);
 }
 
-/* Drops CAP_IPC_LOCK from this (child) process, so io_uring charges pins
- * against RLIMIT_MEMLOCK as it does for an unprivileged user. */
-bool drop_ipc_lock()
-{
-	__user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-	__user_cap_data_struct data[2]{};
-	if (::syscall(SYS_capget, &hdr, data) != 0)
-		return false;
-	const std::uint32_t bit = 1u << (CAP_IPC_LOCK % 32);
-	data[CAP_IPC_LOCK / 32].effective &= ~bit;
-	data[CAP_IPC_LOCK / 32].permitted &= ~bit;
-	data[CAP_IPC_LOCK / 32].inheritable &= ~bit;
-	return ::syscall(SYS_capset, &hdr, data) == 0;
-}
+using mrsync::test::drop_ipc_lock;
 
 TEST(UringPinLimits, MemlockLimitIsExplained)
 {
