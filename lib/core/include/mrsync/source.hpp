@@ -6,10 +6,18 @@
  * userfaultfd monitor, DPDK memory events, the application itself).
  *
  * A source publishes a generation counter that the hit path reads with one
- * acquire load, and a ring of changed ranges. The producer appends ranges
- * first and bumps the generation second (release), so a reader that sees the
- * new generation finds the ranges when it drains. A full ring is never an
- * error: the source reports overflow and the core resyncs everything.
+ * acquire load, and a ring of changed ranges. The rule: a reader that sees a
+ * new generation finds the ranges when it drains. A producer appends, then
+ * bumps (release); one that must bump before it can know the ranges (the
+ * userfaultfd monitor wakes the unmapping thread the moment it reads the
+ * event) announces with a bump, and drain() waits the few microseconds until
+ * the ranges are published. A full ring is never an error: the source
+ * reports overflow and the core resyncs everything.
+ *
+ * An event may arrive before the change it reports is complete (the kernel
+ * module reports at invalidate_range_start, userfaultfd reports
+ * MADV_DONTNEED before the zap): the core therefore never pins on the
+ * strength of an event alone (docs/design.md).
  */
 #ifndef MRSYNC_SOURCE_HPP
 #define MRSYNC_SOURCE_HPP
@@ -45,7 +53,8 @@ public:
 	/**
 	 * Moves the ranges reported since the last drain into `out`.
 	 * @return true if some were lost to a full ring: resync everything.
-	 * Called with the context lock held; never waits for the producer.
+	 * Called with the context lock held; waits at most for an announced
+	 * batch to be published, never for anything that needs that lock.
 	 */
 	virtual bool drain(std::vector<Range> &out) = 0;
 
