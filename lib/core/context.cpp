@@ -86,7 +86,7 @@ Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t mas
 		} else {
 			static std::once_flag said;
 			std::call_once(said, [&] {
-				MRSYNC_LOG(info, "core", "kernel module source unavailable (%s): "
+				MRSYNC_LOG(warning, "core", "kernel module source unavailable (%s): "
 				       "using userfaultfd", kmod ? why.c_str() : "not built");
 			});
 			mask = MRSYNC_SOURCE_UFFD;
