@@ -124,6 +124,11 @@ int mrsync_notify_unmap(struct mrsync_ctx *ctx, const void *addr, size_t len)
 	return finish(impl(ctx)->notify_unmap(reinterpret_cast<std::uint64_t>(addr), len));
 }
 
+uint64_t mrsync_generation(const struct mrsync_ctx *ctx)
+{
+	return ctx ? reinterpret_cast<const Context *>(ctx)->generation() : 0;
+}
+
 int mrsync_resync(struct mrsync_ctx *ctx)
 {
 	if (!ctx)

@@ -26,7 +26,7 @@ constexpr std::uint32_t kDefaultMaxRegions = 4096;
 constexpr std::uint32_t kMaxMaxRegions = 1u << 20;
 constexpr std::uint64_t kDefaultCompactThreshold = 64ull << 20;
 constexpr std::uint32_t kKnownSources =
-	MRSYNC_SOURCE_KMOD | MRSYNC_SOURCE_UFFD | MRSYNC_SOURCE_MANUAL;
+	MRSYNC_SOURCE_KMOD | MRSYNC_SOURCE_UFFD | MRSYNC_SOURCE_MANUAL | MRSYNC_SOURCE_DPDK;
 
 std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v & ~(a - 1); }
 std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) & ~(a - 1); }
@@ -59,7 +59,8 @@ Status check_params(const mrsync_params &p)
 	return {};
 }
 
-Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entry_size)
+Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entry_size,
+					     const void *arg)
 {
 	const char *wanted = name ? name : "uring";
 	const DriverFactory *factory = find_driver(wanted);
@@ -70,7 +71,7 @@ Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entr
 	if (!factory->available(why))
 		return make_error(ENODEV, fmt("driver '%s' is not usable here: %s", wanted,
 					      why.c_str()));
-	return factory->create(DriverConfig{entry_size});
+	return factory->create(DriverConfig{entry_size, arg});
 }
 
 /* The sources to open: the requested mask, or the kernel module when its
@@ -142,8 +143,9 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 	if (auto ok = init_reader_sync(); !ok)
 		return std::move(ok).error();
 
-	auto driver = open_driver(params.driver, params.entry_size ? params.entry_size
-								    : MRSYNC_DEFAULT_ENTRY_SIZE);
+	auto driver = open_driver(params.driver,
+				  params.entry_size ? params.entry_size : MRSYNC_DEFAULT_ENTRY_SIZE,
+				  params.driver_arg);
 	if (!driver)
 		return std::move(driver).error();
 	const std::uint64_t granularity = (*driver)->caps().entry_granularity;
@@ -211,6 +213,14 @@ Status Context::validate_request(std::uint64_t addr, std::uint64_t len,
 		return make_error(EINVAL, fmt("access has unknown bits 0x%x",
 					      access & ~std::uint32_t(MRSYNC_ACCESS_ALL)));
 	return {};
+}
+
+std::uint64_t Context::generation() const noexcept
+{
+	std::uint64_t sum = 0;
+	for (std::uint32_t i = 0; i < nsources_; ++i)
+		sum += __atomic_load_n(gen_[i], __ATOMIC_ACQUIRE);
+	return sum;
 }
 
 bool Context::generations_moved() const noexcept

@@ -131,6 +131,8 @@ public:
 	Status resync();
 	Result<int> compact();
 	mrsync_stats stats();
+	/** mrsync_generation(): the sum of the source generations. */
+	std::uint64_t generation() const noexcept;
 	Driver &driver() noexcept { return *driver_; }
 	std::span<const std::unique_ptr<EventSource>> sources() const noexcept { return sources_; }
 
@@ -159,6 +161,7 @@ private:
 	Status apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 			    std::span<const Extent> extents);
 	Status fence_and_release_locked();
+	void report_key_change_locked(const Region &r, Keys old_keys, Keys new_keys);
 	void sync_table_locked(Region &r, std::span<const Extent> extents);
 	std::size_t compact_locked();
 	Status rebuild_after_fork_locked();

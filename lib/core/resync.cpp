@@ -78,6 +78,18 @@ void Context::sync_table_locked(Region &r, std::span<const Extent> extents)
 	}
 }
 
+/* A driver that cannot keep keys (verbs without rereg) just changed them:
+ * count it and tell the application, whose peers hold the old rkey. */
+void Context::report_key_change_locked(const Region &r, Keys old_keys, Keys new_keys)
+{
+	++stats_.key_changes;
+	if (!params_.on_key_change)
+		return;
+	const mrsync_key_change change{r.begin_va(), r.size.load(std::memory_order_relaxed),
+				       old_keys.lkey, old_keys.rkey, new_keys.lkey, new_keys.rkey};
+	params_.on_key_change(params_.on_key_change_arg, &change);
+}
+
 Status Context::apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 			     std::span<const Extent> extents)
 {
@@ -92,8 +104,8 @@ Status Context::apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 	if (!keys)
 		return std::move(keys).error();
 	if (*keys != old_keys) {
-		++stats_.key_changes;
 		r.keys.store(pack_keys(*keys), std::memory_order_relaxed);
+		report_key_change_locked(r, old_keys, *keys);
 	}
 	r.has_invalid.store(r.translation->invalid_bytes() != 0, std::memory_order_relaxed);
 	return {};
@@ -242,19 +254,20 @@ Status Context::rebuild_after_fork_locked()
 	sources_.clear();
 	auto driver = [&]() -> Result<std::unique_ptr<Driver>> {
 		const DriverFactory *factory = find_driver(driver_->name());
-		return factory->create(DriverConfig{entry_size_});
+		return factory->create(DriverConfig{entry_size_, params_.driver_arg});
 	}();
 	if (!driver)
 		return std::move(driver).error();
 	std::uint32_t mask = 0;
 	for (const auto &old : abandoned_sources_)
-		for (std::uint32_t bit : {MRSYNC_SOURCE_KMOD, MRSYNC_SOURCE_UFFD, MRSYNC_SOURCE_MANUAL})
+		for (std::uint32_t bit : {MRSYNC_SOURCE_KMOD, MRSYNC_SOURCE_UFFD, MRSYNC_SOURCE_MANUAL,
+					  MRSYNC_SOURCE_DPDK})
 			if (const SourceFactory *f = find_source(bit); f && old->name() == f->name)
 				mask |= bit;
 	backings_.reset();
 	driver_ = std::move(driver.value());
 	backings_.emplace(*driver_);
-	for (std::uint32_t bit = 1; bit <= MRSYNC_SOURCE_MANUAL; bit <<= 1) {
+	for (std::uint32_t bit = 1; bit <= MRSYNC_SOURCE_DPDK; bit <<= 1) {
 		if (!(mask & bit))
 			continue;
 		auto source = find_source(bit)->create(SourceConfig{params_.ring_entries});

@@ -99,6 +99,7 @@ public:
 /** What the context passes to a driver factory. */
 struct DriverConfig {
 	std::uint64_t entry_size = 4096;
+	const void *arg = nullptr; /**< mrsync_params::driver_arg, driver-specific */
 };
 
 /** A driver kind, registered at start-up by MRSYNC_REGISTER_DRIVER. */

@@ -37,7 +37,24 @@ enum mrsync_source_kind {
 	MRSYNC_SOURCE_KMOD = 1u << 0,   /**< /dev/mrsync mmu notifiers */
 	MRSYNC_SOURCE_UFFD = 1u << 1,   /**< userfaultfd monitor thread */
 	MRSYNC_SOURCE_MANUAL = 1u << 2, /**< mrsync_notify_unmap() */
+	/** DPDK memory events (hugepage ALLOC/FREE); provided by libmrsync_dpdk,
+	 *  usable once that library is loaded and the EAL is initialised. */
+	MRSYNC_SOURCE_DPDK = 1u << 3,
 };
+
+/** What a resync tells the application when a driver could not keep a
+ *  registration's keys (DriverCaps::keys_survive_map is false): its peers
+ *  must be told the new rkey. */
+struct mrsync_key_change {
+	uint64_t addr;     /**< start of the registered area */
+	uint64_t length;   /**< its length */
+	uint32_t old_lkey, old_rkey;
+	uint32_t new_lkey, new_rkey;
+};
+
+/** Called under the context lock, on the thread that runs the resync: it must
+ *  not call back into this context (queue the change and act on it later). */
+typedef void (*mrsync_key_change_fn)(void *arg, const struct mrsync_key_change *change);
 
 enum mrsync_ctx_flags {
 	/** TEST ONLY: the hit path ignores generations, turning mrsync into a
@@ -58,6 +75,11 @@ struct mrsync_params {
 					     0 = 64 MiB, UINT64_MAX = only on request */
 	uint32_t ring_entries;          /**< event ring size per source; 0 = 1024 */
 	uint32_t reserved;              /**< must be 0 */
+	const void *driver_arg;         /**< driver-specific, see the driver's header
+					     (verbs: a struct ibv_pd * to register in);
+					     NULL = the driver's default */
+	mrsync_key_change_fn on_key_change; /**< NULL = keys changes only counted */
+	void *on_key_change_arg;        /**< passed to on_key_change */
 };
 
 /** Initialises params to the defaults. */
@@ -133,6 +155,18 @@ int mrsync_hint(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t a
  * @return 0; -EINVAL (bad range); -ENOTSUP (the context has no manual source).
  */
 int mrsync_notify_unmap(struct mrsync_ctx *ctx, const void *addr, size_t len);
+
+/**
+ * The sum of the context's source generations (one acquire load each, no
+ * lock, no write). It changes whenever a source reports a change, so a cache
+ * the caller keeps in front of mrsync_get() (a per-lcore mbuf -> key cache)
+ * stays correct with this rule: read the generation *before* mrsync_get(),
+ * keep the result while mrsync_generation() still returns that value, drop
+ * it (mrsync_put) once it moved. Keys taken under an old value may still be
+ * the current ones, but only mrsync_get() can say.
+ * @return the generation; 0 for a NULL context.
+ */
+uint64_t mrsync_generation(const struct mrsync_ctx *ctx);
 
 /** Resyncs now if any source moved (otherwise the next mrsync_get() does). */
 int mrsync_resync(struct mrsync_ctx *ctx);
