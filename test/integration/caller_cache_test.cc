@@ -1,0 +1,155 @@
+// What a cache in front of mrsync_get() relies on: mrsync_generation() moves
+// on every change a source reports and stays put otherwise, and a driver that
+// cannot keep keys across a resync gets its new keys announced through
+// on_key_change.
+#include <sys/mman.h>
+
+#include <vector>
+
+#include "support/soft_hca.hpp"
+
+namespace mrsync::test {
+namespace {
+
+TEST(CallerCache, GenerationIsStableAcrossHitsAndMovesOnEveryChange)
+{
+	Mapping m(4 * kPage);
+	ASSERT_TRUE(m);
+	Context ctx = make_context(MRSYNC_SOURCE_UFFD);
+	const std::uint64_t before = mrsync_generation(ctx.c_handle());
+	for (int i = 0; i < 100; ++i) {
+		auto reg = ctx.get(m.at(0), 4 * kPage);
+		ASSERT_TRUE(reg.ok()) << reg.error().message;
+	}
+	EXPECT_EQ(mrsync_generation(ctx.c_handle()), before) << "hits must not move it";
+
+	ASSERT_TRUE(remap_fresh(m.at(kPage), kPage));
+	const std::uint64_t after_remap = mrsync_generation(ctx.c_handle());
+	EXPECT_NE(after_remap, before) << "munmap under a registration was not reported";
+
+	/* A resync consumes the events but the generation, a sum of counters
+	 * that only grow, never goes back to a value a caller cached. */
+	ASSERT_TRUE(ctx.resync().ok());
+	EXPECT_EQ(mrsync_generation(ctx.c_handle()), after_remap);
+	EXPECT_EQ(mrsync_generation(nullptr), 0u);
+}
+
+TEST(CallerCache, ManualNotificationsMoveTheGeneration)
+{
+	Mapping m(kPage);
+	ASSERT_TRUE(m);
+	Context ctx = make_context(MRSYNC_SOURCE_MANUAL);
+	auto reg = ctx.get(m.at(0), kPage);
+	ASSERT_TRUE(reg.ok());
+	const std::uint64_t before = mrsync_generation(ctx.c_handle());
+	ASSERT_TRUE(ctx.notify_unmap(m.at(0), kPage).ok());
+	EXPECT_GT(mrsync_generation(ctx.c_handle()), before);
+}
+
+/* FAKE: no real device here changes keys on a resync (rxe in the QEMU guest
+ * does, through drivers/verbs), so this wraps the uring driver and hands out
+ * a new key on every map(), to check what the core does with it. */
+class FakeRekeyDriver final : public Driver {
+public:
+	explicit FakeRekeyDriver(std::unique_ptr<Driver> inner) : inner_(std::move(inner)) {}
+	std::string_view name() const noexcept override { return "fake_rekey"; }
+	DriverCaps caps() const noexcept override
+	{
+		DriverCaps c = inner_->caps();
+		c.keys_survive_map = false;
+		return c;
+	}
+	Result<BackingId> pin(std::uint64_t va, std::uint64_t len) override
+	{
+		return inner_->pin(va, len);
+	}
+	void unpin(BackingId b) noexcept override { inner_->unpin(b); }
+	Result<Keys> create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
+			    std::span<const Extent> t) override
+	{
+		return inner_->create(va, len, access, t);
+	}
+	Result<Keys> map(Keys keys, std::span<const Extent> t) override
+	{
+		/* The top bit flips on every map; the inner driver sees its own keys. */
+		auto mapped = inner_->map(strip(keys), t);
+		if (!mapped)
+			return mapped;
+		const std::uint32_t flip = (keys.lkey & kFlip) ^ kFlip;
+		return Keys{mapped->lkey | flip, mapped->rkey | flip};
+	}
+	void destroy(Keys keys) noexcept override
+	{
+		inner_->destroy(strip(keys));
+	}
+	Status fence() override { return inner_->fence(); }
+	void abandon() noexcept override { inner_->abandon(); }
+
+private:
+	static constexpr std::uint32_t kFlip = 0x80000000u;
+	static Keys strip(Keys k) { return {k.lkey & ~kFlip, k.rkey & ~kFlip}; }
+	std::unique_ptr<Driver> inner_;
+};
+
+const DriverFactory fake_rekey_factory{
+	.name = "fake_rekey",
+	.available = [](std::string &) { return true; },
+	.create = [](const DriverConfig &config) -> Result<std::unique_ptr<Driver>> {
+		auto inner = find_driver("uring")->create(config);
+		if (!inner)
+			return std::move(inner).error();
+		return std::unique_ptr<Driver>(std::make_unique<FakeRekeyDriver>(std::move(*inner)));
+	},
+};
+[[maybe_unused]] const bool fake_rekey_registered = (register_driver(fake_rekey_factory), true);
+
+TEST(CallerCache, KeyChangesAreAnnouncedWithOldAndNewKeys)
+{
+	Mapping m(4 * kPage);
+	ASSERT_TRUE(m);
+	std::vector<mrsync_key_change> seen;
+	mrsync_params params = MRSYNC_PARAMS_INIT;
+	params.sources = MRSYNC_SOURCE_MANUAL;
+	params.driver = "fake_rekey";
+	params.on_key_change = [](void *arg, const mrsync_key_change *change) {
+		static_cast<std::vector<mrsync_key_change> *>(arg)->push_back(*change);
+	};
+	params.on_key_change_arg = &seen;
+	auto created = Context::create(params);
+	ASSERT_TRUE(created.ok()) << created.error().message;
+	Context ctx = std::move(created).value();
+
+	mrsync_reg first{};
+	{
+		auto reg = ctx.get(m.at(0), 4 * kPage);
+		ASSERT_TRUE(reg.ok()) << reg.error().message;
+		first = reg->raw();
+	}
+	ASSERT_TRUE(remap_fresh(m.at(kPage), kPage));
+	ASSERT_TRUE(ctx.notify_unmap(m.at(kPage), kPage).ok());
+	auto again = ctx.get(m.at(0), 4 * kPage);
+	ASSERT_TRUE(again.ok()) << again.error().message;
+
+	const mrsync_stats stats = ctx.stats();
+	ASSERT_FALSE(seen.empty()) << "the resync changed keys but nobody was told; resyncs "
+				   << stats.resyncs << " key_changes " << stats.key_changes
+				   << " invalidated " << stats.entries_invalidated;
+	const mrsync_key_change &last = seen.back();
+	EXPECT_EQ(last.addr, first.addr);
+	EXPECT_EQ(last.length, first.length);
+	EXPECT_EQ(seen.front().old_lkey, first.lkey);
+	EXPECT_EQ(seen.front().old_rkey, first.rkey);
+	EXPECT_EQ(last.new_lkey, again->lkey());
+	EXPECT_EQ(last.new_rkey, again->rkey());
+	/* One change when the page was invalidated, one when the lookup
+	 * re-pinned it: each announces the keys the previous one gave out. */
+	EXPECT_EQ(seen.size(), 2u);
+	for (std::size_t i = 1; i < seen.size(); ++i) {
+		EXPECT_EQ(seen[i].old_lkey, seen[i - 1].new_lkey);
+		EXPECT_EQ(seen[i].old_rkey, seen[i - 1].new_rkey);
+	}
+	EXPECT_EQ(ctx.stats().key_changes, seen.size());
+}
+
+} // namespace
+} // namespace mrsync::test
