@@ -129,6 +129,21 @@ uint64_t mrsync_generation(const struct mrsync_ctx *ctx)
 	return ctx ? reinterpret_cast<const Context *>(ctx)->generation() : 0;
 }
 
+int mrsync_generation_words(const struct mrsync_ctx *ctx, const uint64_t **words, int max)
+{
+	if (!ctx || !words || max < 0)
+		return fail(EINVAL, !ctx ? "ctx is NULL" : !words ? "words is NULL" : "max is negative");
+	return reinterpret_cast<const Context *>(ctx)->generation_words(words, max);
+}
+
+int mrsync_for_each_region(struct mrsync_ctx *ctx,
+			   void (*fn)(void *arg, const struct mrsync_region_info *info), void *arg)
+{
+	if (!ctx || !fn)
+		return fail(EINVAL, !ctx ? "ctx is NULL" : "fn is NULL");
+	return impl(ctx)->for_each_region(fn, arg);
+}
+
 int mrsync_resync(struct mrsync_ctx *ctx)
 {
 	if (!ctx)

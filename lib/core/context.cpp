@@ -223,6 +223,28 @@ std::uint64_t Context::generation() const noexcept
 	return sum;
 }
 
+int Context::generation_words(const std::uint64_t **words, int max) const noexcept
+{
+	int n = 0;
+	for (std::uint32_t i = 0; i < nsources_ && n < max; ++i)
+		words[n++] = gen_[i];
+	return n;
+}
+
+int Context::for_each_region(void (*fn)(void *, const mrsync_region_info *), void *arg)
+{
+	std::lock_guard guard(lock_);
+	int n = 0;
+	for (const auto &[key, r] : index_) {
+		const Keys keys = r->current_keys();
+		const mrsync_region_info info{r->begin_va(), r->size.load(), keys.lkey, keys.rkey,
+					      r->access.load(), 0, r->translation->invalid_bytes()};
+		fn(arg, &info);
+		++n;
+	}
+	return n;
+}
+
 bool Context::generations_moved() const noexcept
 {
 	for (std::uint32_t i = 0; i < nsources_; ++i)

@@ -133,6 +133,10 @@ public:
 	mrsync_stats stats();
 	/** mrsync_generation(): the sum of the source generations. */
 	std::uint64_t generation() const noexcept;
+	/** mrsync_generation_words(). */
+	int generation_words(const std::uint64_t **words, int max) const noexcept;
+	/** mrsync_for_each_region(). */
+	int for_each_region(void (*fn)(void *, const mrsync_region_info *), void *arg);
 	Driver &driver() noexcept { return *driver_; }
 	std::span<const std::unique_ptr<EventSource>> sources() const noexcept { return sources_; }
 

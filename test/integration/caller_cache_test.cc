@@ -32,6 +32,42 @@ TEST(CallerCache, GenerationIsStableAcrossHitsAndMovesOnEveryChange)
 	ASSERT_TRUE(ctx.resync().ok());
 	EXPECT_EQ(mrsync_generation(ctx.c_handle()), after_remap);
 	EXPECT_EQ(mrsync_generation(nullptr), 0u);
+
+	/* The words a caller inlines add up to the same value. */
+	const std::uint64_t *words[4];
+	const int n = mrsync_generation_words(ctx.c_handle(), words, 4);
+	ASSERT_EQ(n, 1);
+	EXPECT_EQ(*words[0], after_remap);
+	EXPECT_EQ(mrsync_generation_words(ctx.c_handle(), nullptr, 4), -EINVAL);
+}
+
+TEST(CallerCache, ForEachRegionReportsLiveRegistrationsAndTheirHoles)
+{
+	Mapping m(4 * kPage);
+	ASSERT_TRUE(m);
+	Context ctx = make_context(MRSYNC_SOURCE_MANUAL);
+	mrsync_reg held{};
+	{
+		auto reg = ctx.get(m.at(0), 4 * kPage);
+		ASSERT_TRUE(reg.ok());
+		held = reg->raw();
+	}
+	ASSERT_TRUE(ctx.notify_unmap(m.at(kPage), kPage).ok());
+	ASSERT_TRUE(ctx.resync().ok());
+	std::vector<mrsync_region_info> seen;
+	const int n = mrsync_for_each_region(
+		ctx.c_handle(),
+		[](void *arg, const mrsync_region_info *info) {
+			static_cast<std::vector<mrsync_region_info> *>(arg)->push_back(*info);
+		},
+		&seen);
+	ASSERT_EQ(n, 1);
+	ASSERT_EQ(seen.size(), 1u);
+	EXPECT_EQ(seen[0].addr, held.addr);
+	EXPECT_EQ(seen[0].length, held.length);
+	EXPECT_EQ(seen[0].lkey, held.lkey);
+	EXPECT_EQ(seen[0].invalid_bytes, kPage);
+	EXPECT_EQ(mrsync_for_each_region(ctx.c_handle(), nullptr, nullptr), -EINVAL);
 }
 
 TEST(CallerCache, ManualNotificationsMoveTheGeneration)

@@ -168,6 +168,33 @@ int mrsync_notify_unmap(struct mrsync_ctx *ctx, const void *addr, size_t len);
  */
 uint64_t mrsync_generation(const struct mrsync_ctx *ctx);
 
+/**
+ * The words mrsync_generation() sums, for a caller that inlines the check in
+ * its own hot path (libmrsync_dpdk's per-lcore cache): sum them with acquire
+ * loads. Valid while the context lives, until a fork child rebuilds it.
+ * @return how many (at most `max`) were stored, or -EINVAL.
+ */
+int mrsync_generation_words(const struct mrsync_ctx *ctx, const uint64_t **words, int max);
+
+/** One live registration, as mrsync_for_each_region() reports it. */
+struct mrsync_region_info {
+	uint64_t addr;            /**< start of the registered area */
+	uint64_t length;          /**< its length */
+	uint32_t lkey, rkey;
+	uint32_t access;          /**< MRSYNC_ACCESS_* it grants */
+	uint32_t reserved;
+	uint64_t invalid_bytes;   /**< bytes with no valid translation (awaiting a lookup) */
+};
+
+/**
+ * Calls fn for every live registration, under the context lock: fn must not
+ * call into this context. For diagnostics (telemetry, debugging).
+ * @return the number of registrations reported, or -EINVAL.
+ */
+int mrsync_for_each_region(struct mrsync_ctx *ctx,
+			   void (*fn)(void *arg, const struct mrsync_region_info *info),
+			   void *arg);
+
 /** Resyncs now if any source moved (otherwise the next mrsync_get() does). */
 int mrsync_resync(struct mrsync_ctx *ctx);
 
