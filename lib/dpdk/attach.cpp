@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: MIT */
+/* mrsync_dpdk_attach/detach, the hugepage memory at attach, mempools, stats. */
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_memory.h>
+#include <rte_mempool.h>
+
+#include "dpdk_pvt.hpp"
+#include "telemetry.hpp"
+
+using mrsync::Range;
+namespace dpdk = mrsync::dpdk;
+
+namespace {
+
+mrsync_dpdk *attached = nullptr; /* one per process: the EAL is one per process */
+
+thread_local std::string last_error;
+
+/* Keeps the message for mrsync_dpdk_last_error() and logs it. */
+int fail(int code, const std::string &message)
+{
+	last_error = message;
+	MRSYNC_DPDK_LOG(ERR, "%s\n", message.c_str());
+	return -code;
+}
+
+/* A core call failed: its message becomes ours. */
+int fail_core(int rc, const char *what)
+{
+	return fail(-rc, std::string(what) + ": " + mrsync_last_error());
+}
+
+int walk_contig(const struct rte_memseg_list *msl, const struct rte_memseg *ms, size_t len,
+		void *arg)
+{
+	if (msl->external) /* rte_extmem: the application registers it itself */
+		return 0;
+	auto *runs = static_cast<std::vector<Range> *>(arg);
+	const auto start = reinterpret_cast<std::uint64_t>(ms->addr);
+	runs->push_back({start, start + len});
+	return 0;
+}
+
+std::uint32_t automatic_extra_sources()
+{
+	return access("/dev/mrsync", R_OK | W_OK) == 0 ? MRSYNC_SOURCE_KMOD : MRSYNC_SOURCE_UFFD;
+}
+
+void chunk_cb(struct rte_mempool *, void *opaque, struct rte_mempool_memhdr *memhdr, unsigned)
+{
+	auto *chunks = static_cast<std::vector<Range> *>(opaque);
+	const auto start = reinterpret_cast<std::uint64_t>(memhdr->addr);
+	chunks->push_back({start, start + memhdr->len});
+}
+
+} // namespace
+
+int mrsync_dpdk::hint(Range run)
+{
+	const int rc = mrsync_hint(ctx, reinterpret_cast<const void *>(run.start),
+				   run.end - run.start, access);
+	if (rc == 0)
+		hinted_runs.fetch_add(1, std::memory_order_relaxed);
+	else
+		MRSYNC_DPDK_LOG(WARNING, "cannot register [0x%" PRIx64 ", 0x%" PRIx64 "): %s\n",
+				run.start, run.end, mrsync_last_error());
+	return rc;
+}
+
+void mrsync_dpdk::hint_new_memory()
+{
+	std::vector<Range> runs;
+	bool overflowed = false;
+	dpdk::MemEvents::take_allocs(runs, overflowed);
+	if (overflowed) { /* too many to queue: look at the memsegs again */
+		runs.clear();
+		rte_memseg_contig_walk(walk_contig, &runs);
+	}
+	for (const Range &run : runs)
+		(void)hint(run);
+}
+
+Range mrsync_dpdk::cache_range(std::uint64_t addr, std::uint64_t len)
+{
+	{
+		std::lock_guard lock(mu);
+		auto it = std::upper_bound(chunks.begin(), chunks.end(), addr,
+					   [](std::uint64_t a, const Range &r) { return a < r.start; });
+		if (it != chunks.begin() && addr + len <= std::prev(it)->end)
+			return *std::prev(it);
+	}
+	/* An external buffer: its whole pages (mapped, since the buffer is). */
+	const std::uint64_t page = 4096;
+	return {addr & ~(page - 1), (addr + len + page - 1) & ~(page - 1)};
+}
+
+extern "C" {
+
+int mrsync_dpdk_attach(const struct mrsync_dpdk_params *p, struct mrsync_dpdk **out)
+{
+	if (!out)
+		return fail(EINVAL, "mrsync_dpdk_attach: out is NULL");
+	*out = nullptr;
+	const mrsync_dpdk_params defaults = MRSYNC_DPDK_PARAMS_INIT;
+	if (!p)
+		p = &defaults;
+	if (p->struct_size != sizeof(*p))
+		return fail(EINVAL, "mrsync_dpdk_attach: params->struct_size is " +
+					    std::to_string(p->struct_size) +
+					    ": initialise with MRSYNC_DPDK_PARAMS_INIT");
+	if (p->reserved)
+		return fail(EINVAL, "mrsync_dpdk_attach: params->reserved must be 0");
+	if (p->extra_sources & MRSYNC_SOURCE_DPDK)
+		return fail(EINVAL, "mrsync_dpdk_attach: params->extra_sources must not name "
+				    "MRSYNC_SOURCE_DPDK (it is always on)");
+	if (rte_lcore_count() == 0 || rte_eal_process_type() != RTE_PROC_PRIMARY)
+		return fail(ENODEV, "mrsync_dpdk_attach: call it after rte_eal_init(), in the "
+				    "primary process");
+	if (attached)
+		return fail(EEXIST, "mrsync_dpdk_attach: already attached in this process");
+
+	std::unique_ptr<mrsync_dpdk> md;
+	try {
+		md = std::make_unique<mrsync_dpdk>();
+		md->lcores = std::make_unique<mrsync_dpdk_lcore[]>(RTE_MAX_LCORE);
+	} catch (const std::bad_alloc &) {
+		return fail(ENOMEM, "mrsync_dpdk_attach: out of memory");
+	}
+	md->access = p->access ? p->access : MRSYNC_ACCESS_ALL;
+	md->memory_static = !dpdk::MemEvents::subscribe();
+
+	dpdk::set_eal_attached(true);
+	mrsync_params params = MRSYNC_PARAMS_INIT;
+	params.sources = MRSYNC_SOURCE_DPDK |
+			 (p->extra_sources ? p->extra_sources : automatic_extra_sources());
+	params.driver = p->driver;
+	params.driver_arg = p->driver_arg;
+	params.flags = p->ctx_flags;
+	params.max_regions = p->max_regions;
+	/* A FREE inside a larger backing leaves the freed hugepage pinned
+	 * until compaction: compact as soon as one 2 MiB page is stale, so
+	 * freed hugepages go back to the system at the resync. */
+	params.compact_threshold = 2u << 20;
+	if (int rc = mrsync_ctx_create(&params, &md->ctx); rc < 0) {
+		dpdk::set_eal_attached(false);
+		if (!md->memory_static)
+			dpdk::MemEvents::unsubscribe();
+		return fail_core(rc, "mrsync_dpdk_attach");
+	}
+	md->check_generations = !(p->ctx_flags & MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK);
+	if (md->check_generations) {
+		const int n = mrsync_generation_words(md->ctx, md->words, MRSYNC_DPDK_MAX_GEN_WORDS);
+		md->nwords = n > 0 ? std::uint32_t(n) : 0;
+	}
+	for (unsigned i = 0; i < RTE_MAX_LCORE; ++i) {
+		mrsync_dpdk_lcore &c = md->lcores[i];
+		c.md = md.get();
+		c.lcore_id = i;
+		c.nwords = md->nwords;
+		std::copy_n(md->words, md->nwords, c.words);
+	}
+
+	if (md->memory_static)
+		MRSYNC_DPDK_LOG(NOTICE, "memory is static (legacy memory or no hugepages: the EAL "
+					"gives no memory events); registered once; external buffers "
+					"are still followed by the other sources\n");
+	std::vector<Range> runs;
+	rte_memseg_contig_walk(walk_contig, &runs); /* outside any callback: may lock */
+	std::vector<Range> ignored; /* allocations before the walk are in it */
+	bool overflowed;
+	dpdk::MemEvents::take_allocs(ignored, overflowed);
+	for (const Range &run : runs)
+		(void)md->hint(run);
+	MRSYNC_DPDK_LOG(INFO, "attached: driver %s, %zu hugepage run(s) registered\n",
+			mrsync_driver_name(md->ctx), runs.size());
+	mrsync::dpdk::telemetry_attach(md.get());
+	attached = md.get();
+	*out = md.release();
+	return 0;
+}
+
+void mrsync_dpdk_detach(struct mrsync_dpdk **pmd)
+{
+	if (!pmd || !*pmd)
+		return;
+	mrsync_dpdk *md = *pmd;
+	mrsync::dpdk::telemetry_detach();
+	for (unsigned i = 0; i < RTE_MAX_LCORE; ++i)
+		mrsync_dpdk_lcore_flush(&md->lcores[i]);
+	if (!md->memory_static)
+		dpdk::MemEvents::unsubscribe();
+	mrsync_ctx_destroy(&md->ctx);
+	dpdk::set_eal_attached(false);
+	attached = nullptr;
+	delete md;
+	*pmd = nullptr;
+}
+
+struct mrsync_ctx *mrsync_dpdk_ctx(struct mrsync_dpdk *md)
+{
+	return md ? md->ctx : nullptr;
+}
+
+int mrsync_dpdk_memory_is_static(const struct mrsync_dpdk *md)
+{
+	return md && md->memory_static ? 1 : 0;
+}
+
+int mrsync_dpdk_register_mempool(struct mrsync_dpdk *md, struct rte_mempool *mp)
+{
+	if (!md || !mp)
+		return fail(EINVAL, !md ? "mrsync_dpdk_register_mempool: md is NULL"
+					: "mrsync_dpdk_register_mempool: mp is NULL");
+	std::vector<Range> found;
+	rte_mempool_mem_iter(mp, chunk_cb, &found);
+	if (found.empty())
+		return fail(EINVAL, std::string("mrsync_dpdk_register_mempool: pool '") + mp->name +
+					    "' has no memory (populate it first)");
+	for (const Range &chunk : found)
+		if (int rc = md->hint(chunk); rc < 0)
+			return fail_core(rc, "mrsync_dpdk_register_mempool");
+	std::lock_guard lock(md->mu);
+	md->chunks.insert(md->chunks.end(), found.begin(), found.end());
+	std::sort(md->chunks.begin(), md->chunks.end(),
+		  [](const Range &a, const Range &b) { return a.start < b.start; });
+	return int(found.size());
+}
+
+int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *out)
+{
+	if (!md || !out)
+		return fail(EINVAL, !md ? "mrsync_dpdk_get_stats: md is NULL"
+					: "mrsync_dpdk_get_stats: out is NULL");
+	*out = {};
+	for (unsigned i = 0; i < RTE_MAX_LCORE; ++i) {
+		/* racy reads of lcore-private counters: monotonic, good enough */
+		const mrsync_dpdk_lcore &c = md->lcores[i];
+		out->lookups += __atomic_load_n(&c.lookups, __ATOMIC_RELAXED);
+		out->lcore_hits += __atomic_load_n(&c.hits, __ATOMIC_RELAXED);
+		out->lcore_flushes += __atomic_load_n(&c.flushes, __ATOMIC_RELAXED);
+	}
+	out->lcore_misses = md->lcore_misses.load(std::memory_order_relaxed);
+	const auto &ev = dpdk::MemEvents::counters();
+	out->mem_alloc_events = ev.allocs.load(std::memory_order_relaxed);
+	out->mem_free_events = ev.frees.load(std::memory_order_relaxed);
+	out->freed_bytes = ev.freed_bytes.load(std::memory_order_relaxed);
+	out->hinted_runs = md->hinted_runs.load(std::memory_order_relaxed);
+	out->memory_static = md->memory_static;
+	return mrsync_get_stats(md->ctx, &out->core);
+}
+
+const char *mrsync_dpdk_last_error(void)
+{
+	return last_error.c_str();
+}
+
+int mrsync_dpdk_fail_core(int rc, const char *what)
+{
+	return fail_core(rc, what);
+}
+
+} // extern "C"

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/* Private to libmrsync_dpdk: the attach object, the DPDK event source and
+ * the log type. */
+#ifndef MRSYNC_DPDK_PVT_HPP
+#define MRSYNC_DPDK_PVT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include <rte_lcore.h>
+#include <rte_log.h>
+
+#include <mrsync/mrsync_dpdk.h>
+#include <mrsync/source.hpp>
+
+namespace mrsync::dpdk {
+
+extern int logtype;
+
+#define MRSYNC_DPDK_LOG(level, ...)                                                    \
+	rte_log(RTE_LOG_##level, ::mrsync::dpdk::logtype, "MRSYNC: " __VA_ARGS__)
+
+/* EAL memory events, counted where they arrive (inside the hotplug lock). */
+struct EventCounters {
+	std::atomic<std::uint64_t> allocs{0}, frees{0}, freed_bytes{0};
+};
+
+/* The DPDK memory-event side, process-wide: the EAL has one callback list,
+ * so one subscription feeds every live DPDK source. */
+class MemEvents {
+public:
+	/* Subscribes to the EAL's memory events. @return false when the EAL
+	 * gives none (--legacy-mem, --no-huge): memory is static. */
+	static bool subscribe();
+	static void unsubscribe() noexcept;
+
+	/* Ranges allocated since the last call (hinted later, outside the
+	 * hotplug lock); `overflowed` says some were not kept. */
+	static void take_allocs(std::vector<Range> &out, bool &overflowed);
+	static EventCounters &counters() noexcept;
+};
+
+/* Called by attach so the core's MRSYNC_SOURCE_DPDK factory knows the EAL
+ * is ready (the source needs nothing else). */
+void set_eal_attached(bool attached) noexcept;
+
+} // namespace mrsync::dpdk
+
+/* Records a failed core call (rc < 0) for mrsync_dpdk_last_error(); returns rc. */
+extern "C" int mrsync_dpdk_fail_core(int rc, const char *what);
+
+namespace mrsync::dpdk {
+
+} // namespace mrsync::dpdk
+
+/* The attach object; C name because the C header forward-declares it. */
+struct mrsync_dpdk {
+	mrsync_ctx *ctx = nullptr;
+	std::uint32_t access = MRSYNC_ACCESS_ALL;
+	bool memory_static = false;
+	bool check_generations = true;
+	std::uint32_t nwords = 0;
+	const std::uint64_t *words[MRSYNC_DPDK_MAX_GEN_WORDS] = {};
+
+	/* Control side: pool chunks and hinted runs (lookups choose what to
+	 * cache from these), under `mu`. */
+	std::mutex mu;
+	std::vector<mrsync::Range> chunks; /* sorted by start */
+	std::atomic<std::uint64_t> hinted_runs{0};
+	std::atomic<std::uint64_t> lcore_misses{0};
+
+	std::unique_ptr<mrsync_dpdk_lcore[]> lcores; /* RTE_MAX_LCORE of them */
+
+	/* Hints the ALLOC ranges the EAL reported since the last call. */
+	void hint_new_memory();
+	/* The range an lcore should cache for a buffer at [addr, addr + len). */
+	mrsync::Range cache_range(std::uint64_t addr, std::uint64_t len);
+	int hint(mrsync::Range run);
+};
+
+#endif

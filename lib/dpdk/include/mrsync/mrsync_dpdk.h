@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * libmrsync_dpdk: the registration cache inside a DPDK EAL application.
+ *
+ * One mrsync_dpdk per process, attached after rte_eal_init(). It
+ *  - registers the hugepage memory the EAL has (one registration per
+ *    VA-contiguous run: the whole-area hint) and follows the EAL's memory
+ *    events: a FREE (which DPDK reports *before* it unmaps) bumps the DPDK
+ *    source's generation, so the next lookup resyncs and unpins the freed
+ *    hugepages, which then really go back to the system;
+ *  - catches changes of other memory (external buffers, plain malloc) through
+ *    the kernel module or userfaultfd (params.extra_sources);
+ *  - registers a mempool's memory chunks in one call;
+ *  - gives every lcore a small private cache from buffer to key, checked
+ *    against the sources' generations on every lookup: a hit reads lcore-local
+ *    memory and the generation words, and writes nothing shared.
+ *
+ * Thread safety: attach/detach/register_mempool from the main lcore (or any
+ * control thread); lookups on EAL threads, each with its own cache;
+ * stats from anywhere.
+ */
+#ifndef MRSYNC_DPDK_H
+#define MRSYNC_DPDK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rte_branch_prediction.h>
+#include <rte_common.h>
+#include <rte_mbuf.h>
+
+#include <mrsync/mrsync.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct rte_mempool;
+struct mrsync_dpdk;
+
+struct mrsync_dpdk_params {
+	uint32_t struct_size;     /**< sizeof(struct mrsync_dpdk_params) */
+	uint32_t extra_sources;   /**< MRSYNC_SOURCE_* for memory the EAL does not own (external
+				       buffers); 0 = the kernel module when /dev/mrsync exists, else
+				       userfaultfd */
+	const char *driver;       /**< "uring" (default), "null" (lookups only), "verbs", ... */
+	const void *driver_arg;   /**< mrsync_params.driver_arg */
+	uint32_t ctx_flags;       /**< mrsync_params.flags (MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK) */
+	uint32_t access;          /**< MRSYNC_ACCESS_* every registration grants; 0 = all */
+	uint32_t max_regions;     /**< mrsync_params.max_regions; 0 = default */
+	uint32_t reserved;        /**< must be 0 */
+};
+
+#define MRSYNC_DPDK_PARAMS_INIT {.struct_size = sizeof(struct mrsync_dpdk_params)}
+
+/** What a lookup hands out: the registration covering the buffer. */
+struct mrsync_dpdk_key {
+	uint64_t addr;    /**< start of the registered area */
+	uint64_t length;  /**< its length */
+	uint32_t lkey;
+	uint32_t rkey;
+};
+
+/** Entries of one lcore's cache: pool chunks and external buffers in use. */
+#define MRSYNC_DPDK_LCORE_ENTRIES 8
+#define MRSYNC_DPDK_MAX_GEN_WORDS 4
+
+struct mrsync_dpdk_lcore_entry {
+	uint64_t start;              /**< cached buffer range [start, start + len) */
+	uint64_t len;
+	struct mrsync_dpdk_key key;
+	struct mrsync_reg reg;       /**< the hold this entry keeps */
+};
+
+/**
+ * One lcore's cache. Public only so the hit path below can be inlined;
+ * written by its lcore alone, never by another thread (stats read it racily).
+ */
+struct mrsync_dpdk_lcore {
+	uint64_t generation;                   /**< sum of the words when filled */
+	uint32_t nwords;                       /**< 0 when generation checks are off */
+	uint32_t n;                            /**< valid entries */
+	const uint64_t *words[MRSYNC_DPDK_MAX_GEN_WORDS];
+	uint64_t lookups;
+	uint64_t hits;
+	uint64_t flushes;
+	uint32_t next_victim;
+	uint32_t lcore_id;
+	struct mrsync_dpdk *md;
+	struct mrsync_dpdk_lcore_entry e[MRSYNC_DPDK_LCORE_ENTRIES];
+} __rte_cache_aligned;
+
+/**
+ * Attaches to the running EAL: creates the cache, registers the hugepage
+ * memory, subscribes to memory events and telemetry (/mrsync/stats,
+ * /mrsync/regions).
+ * @return 0; -EINVAL (a parameter, named in mrsync_dpdk_last_error()), -EEXIST
+ *         (already attached), -ENODEV (driver or source unavailable), or the
+ *         errors of mrsync_ctx_create() and mrsync_hint().
+ */
+int mrsync_dpdk_attach(const struct mrsync_dpdk_params *params, struct mrsync_dpdk **out);
+
+/** Puts every lcore's holds, unsubscribes, destroys the cache; sets *md to
+ *  NULL. No lookup may be running. */
+void mrsync_dpdk_detach(struct mrsync_dpdk **md);
+
+/** The underlying cache (for mrsync_get() and friends, and driver_of()). */
+struct mrsync_ctx *mrsync_dpdk_ctx(struct mrsync_dpdk *md);
+
+/** 1 when the EAL gives no memory events (--legacy-mem, --no-huge): its
+ *  memory is registered once and never changes; 0 otherwise. */
+int mrsync_dpdk_memory_is_static(const struct mrsync_dpdk *md);
+
+/**
+ * Registers every memory chunk of a mempool (one registration each, or the
+ * hugepage run that holds it), so lookups of its mbufs hit.
+ * @return the number of chunks, or -EINVAL / the errors of mrsync_hint().
+ */
+int mrsync_dpdk_register_mempool(struct mrsync_dpdk *md, struct rte_mempool *mp);
+
+/**
+ * The calling EAL thread's cache.
+ * @return it, or NULL with rte_errno = EINVAL for a thread that is not an
+ *         EAL thread (register it with rte_thread_register() first).
+ */
+struct mrsync_dpdk_lcore *mrsync_dpdk_lcore_cache(struct mrsync_dpdk *md);
+
+/** The miss path of the lookups below (not inline). */
+int mrsync_dpdk_lookup_slow(struct mrsync_dpdk_lcore *c, const void *addr, size_t len,
+			    struct mrsync_dpdk_key *out);
+
+/** Drops every entry of the cache (puts its holds), e.g. before an lcore idles. */
+void mrsync_dpdk_lcore_flush(struct mrsync_dpdk_lcore *c);
+
+/**
+ * The key for [addr, addr + len) on this lcore.
+ *
+ * The rule (mrsync_generation()): the cache was filled under generation g;
+ * while the sources still add up to g, nothing it holds changed. Once they
+ * moved, the whole cache is dropped and refilled through mrsync_get(), which
+ * resyncs first. A key handed out stays usable for DMA that the lcore posts
+ * and completes before its next lookup (its registration is held until the
+ * cache drops it).
+ * @return 0, or the errors of mrsync_get().
+ */
+static inline int mrsync_dpdk_lookup(struct mrsync_dpdk_lcore *c, const void *addr, size_t len,
+				     struct mrsync_dpdk_key *out)
+{
+	uint64_t g = 0;
+	for (uint32_t i = 0; i < c->nwords; ++i)
+		g += __atomic_load_n(c->words[i], __ATOMIC_ACQUIRE);
+	c->lookups++;
+	if (likely(g == c->generation)) {
+		const uint64_t a = (uint64_t)(uintptr_t)addr;
+		for (uint32_t i = 0; i < c->n; ++i) {
+			const struct mrsync_dpdk_lcore_entry *e = &c->e[i];
+			if (a - e->start < e->len && len <= e->len - (a - e->start)) {
+				c->hits++;
+				*out = e->key;
+				return 0;
+			}
+		}
+	}
+	return mrsync_dpdk_lookup_slow(c, addr, len, out);
+}
+
+/** The key for an mbuf's data buffer (direct, or an attached external buffer). */
+static inline int mrsync_dpdk_mbuf_key(struct mrsync_dpdk_lcore *c, const struct rte_mbuf *m,
+				       struct mrsync_dpdk_key *out)
+{
+	return mrsync_dpdk_lookup(c, m->buf_addr, m->buf_len, out);
+}
+
+struct mrsync_dpdk_stats {
+	uint64_t lookups;           /**< all lcores */
+	uint64_t lcore_hits;        /**< served by an lcore cache */
+	uint64_t lcore_misses;
+	uint64_t lcore_flushes;     /**< caches dropped because a generation moved */
+	uint64_t mem_alloc_events;  /**< EAL ALLOC events seen */
+	uint64_t mem_free_events;   /**< EAL FREE events seen */
+	uint64_t freed_bytes;       /**< bytes the FREE events covered */
+	uint64_t hinted_runs;       /**< hugepage runs / pool chunks registered */
+	uint64_t memory_static;     /**< 1: the EAL gives no memory events */
+	struct mrsync_stats core;   /**< the cache's own counters */
+};
+
+/** The message of this thread's last failed mrsync_dpdk_* call, naming the
+ *  argument (core failures included); "" if none. */
+const char *mrsync_dpdk_last_error(void);
+
+/** Fills *out. @return 0 or -EINVAL. */
+int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

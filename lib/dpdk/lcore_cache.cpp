@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/* The miss path of the per-lcore cache (the hit path is inline in
+ * mrsync_dpdk.h). An lcore's cache is written by that lcore only. */
+#include <cerrno>
+
+#include <rte_errno.h>
+#include <rte_lcore.h>
+
+#include "dpdk_pvt.hpp"
+
+namespace {
+
+std::uint64_t sum_words(const mrsync_dpdk_lcore &c)
+{
+	std::uint64_t g = 0;
+	for (std::uint32_t i = 0; i < c.nwords; ++i)
+		g += __atomic_load_n(c.words[i], __ATOMIC_ACQUIRE);
+	return g;
+}
+
+void drop(mrsync_dpdk_lcore_entry &e, mrsync_ctx *ctx)
+{
+	if (e.reg.region)
+		(void)mrsync_put(ctx, &e.reg);
+	e = {};
+}
+
+} // namespace
+
+extern "C" {
+
+struct mrsync_dpdk_lcore *mrsync_dpdk_lcore_cache(struct mrsync_dpdk *md)
+{
+	const unsigned id = rte_lcore_id();
+	if (!md || id >= RTE_MAX_LCORE) {
+		rte_errno = EINVAL;
+		return nullptr;
+	}
+	return &md->lcores[id];
+}
+
+void mrsync_dpdk_lcore_flush(struct mrsync_dpdk_lcore *c)
+{
+	if (!c || !c->md)
+		return;
+	for (std::uint32_t i = 0; i < c->n; ++i)
+		drop(c->e[i], c->md->ctx);
+	c->n = 0;
+	c->next_victim = 0;
+}
+
+int mrsync_dpdk_lookup_slow(struct mrsync_dpdk_lcore *c, const void *addr, size_t len,
+			    struct mrsync_dpdk_key *out)
+{
+	if (!c || !c->md || !addr || !len || !out)
+		return mrsync_dpdk_fail_core(-EINVAL, !c || !c->md ? "lookup: c is not an lcore cache"
+						  : !addr ? "lookup: addr is NULL"
+						  : !len ? "lookup: len is 0"
+							 : "lookup: out is NULL");
+	mrsync_dpdk *md = c->md;
+	md->lcore_misses.fetch_add(1, std::memory_order_relaxed);
+	md->hint_new_memory();
+
+	/* Read the generation *before* mrsync_get(): whatever changes after
+	 * this load moves the sum again and the next lookup refills. */
+	const std::uint64_t g = sum_words(*c);
+	if (g != c->generation) {
+		mrsync_dpdk_lcore_flush(c);
+		c->flushes++;
+		c->generation = g;
+	}
+	const auto a = reinterpret_cast<std::uint64_t>(addr);
+	const mrsync::Range want = md->cache_range(a, len);
+	mrsync_reg reg;
+	int rc = mrsync_get(md->ctx, reinterpret_cast<const void *>(want.start),
+			    want.end - want.start, md->access, &reg);
+	if (rc < 0 && (want.start != a || want.end != a + len)) /* part of a chunk is gone */
+		rc = mrsync_get(md->ctx, addr, len, md->access, &reg);
+	if (rc < 0)
+		return mrsync_dpdk_fail_core(rc, "lookup");
+	mrsync_dpdk_lcore_entry *e;
+	if (c->n < MRSYNC_DPDK_LCORE_ENTRIES) {
+		e = &c->e[c->n++];
+	} else {
+		e = &c->e[c->next_victim];
+		c->next_victim = (c->next_victim + 1) % MRSYNC_DPDK_LCORE_ENTRIES;
+		drop(*e, md->ctx);
+	}
+	const bool whole = rc == 0 && reg.addr <= want.start &&
+			   want.end <= reg.addr + reg.length;
+	e->start = whole ? want.start : a;
+	e->len = whole ? want.end - want.start : len;
+	e->key = {reg.addr, reg.length, reg.lkey, reg.rkey};
+	e->reg = reg;
+	*out = e->key;
+	return 0;
+}
+
+} // extern "C"
