@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/* mrpmd's application arguments (after the EAL's and `--`), testpmd's names. */
+#ifndef MRPMD_OPTIONS_HPP
+#define MRPMD_OPTIONS_HPP
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace mrpmd {
+
+enum class FwdMode { io, mac, macswap, rxonly, txonly };
+
+std::optional<FwdMode> parse_fwd_mode(std::string_view name);
+const char *fwd_mode_name(FwdMode mode);
+
+struct Options {
+	FwdMode mode = FwdMode::io;
+	unsigned stats_period = 0; /* seconds; 0 = none */
+	unsigned nb_cores = 1;
+	std::uint16_t rxq = 1, txq = 1;
+	std::uint16_t burst = 32;
+	std::uint32_t total_num_mbufs = 8192;
+	std::string hca = "uring"; /* uring | verbs | mlx5 | none */
+	bool churn = false;
+	double seconds = 0; /* run this long, then stop; 0 = until SIGINT / quit */
+	bool interactive = false;
+	bool auto_start = true;
+	bool no_generation_check = false; /* TEST ONLY: negative control */
+	std::uint16_t txpkt_len = 64;
+};
+
+/** Parses argv (the part after `--`). On error prints a message naming the
+ *  argument and returns nullopt; `--help` prints the usage and exits 0. */
+std::optional<Options> parse_options(int argc, char **argv);
+
+/** The driver name libmrsync knows for --hca. */
+const char *driver_for_hca(const std::string &hca);
+
+} // namespace mrpmd
+
+#endif
