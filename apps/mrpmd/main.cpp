@@ -194,6 +194,7 @@ void mrpmd_cmd_quit(void) { the_app->quit.store(true); }
 
 int main(int argc, char **argv)
 {
+	setvbuf(stdout, nullptr, _IOLBF, 0); /* stats interleave with the prompt's echo */
 	const int consumed = rte_eal_init(argc, argv);
 	if (consumed < 0) {
 		fprintf(stderr, "mrpmd: EAL arguments rejected: %s\n", rte_strerror(rte_errno));
