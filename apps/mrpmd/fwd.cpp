@@ -139,15 +139,15 @@ int forward_loop(void *arg)
 				continue;
 			if (mode != FwdMode::txonly)
 				c.rx += n;
-			for (std::uint16_t i = 0; i < n; ++i) {
-				mrsync_dpdk_key key;
-				if (mrsync_dpdk_mbuf_key(cache, pkts[i], &key) < 0) [[unlikely]] {
-					++c.lookup_errors;
-					continue;
-				}
-				if (dma)
-					batch.post(key.lkey, rte_pktmbuf_mtod(pkts[i], void *));
-			}
+			/* Every packet's key, as an RDMA dataplane would post it. */
+			std::uint32_t lkeys[kMaxBurst];
+			if (mrsync_dpdk_mbuf_lkeys(cache, pkts, n, lkeys) < 0) [[unlikely]]
+				for (std::uint16_t i = 0; i < n; ++i)
+					c.lookup_errors += lkeys[i] == 0;
+			if (dma)
+				for (std::uint16_t i = 0; i < n; ++i)
+					if (lkeys[i])
+						batch.post(lkeys[i], rte_pktmbuf_mtod(pkts[i], void *));
 			if (dma && app.churn) {
 				/* One payload per burst into a churned staging buffer. */
 				const unsigned k = unsigned(bursts % Churn::kSlabs);

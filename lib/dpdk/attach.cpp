@@ -244,11 +244,13 @@ int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *out)
 	for (unsigned i = 0; i < RTE_MAX_LCORE; ++i) {
 		/* racy reads of lcore-private counters: monotonic, good enough */
 		const mrsync_dpdk_lcore &c = md->lcores[i];
-		out->lookups += __atomic_load_n(&c.lookups, __ATOMIC_RELAXED);
-		out->lcore_hits += __atomic_load_n(&c.hits, __ATOMIC_RELAXED);
+		const std::uint64_t lookups = __atomic_load_n(&c.lookups, __ATOMIC_RELAXED);
+		const std::uint64_t misses = __atomic_load_n(&c.misses, __ATOMIC_RELAXED);
+		out->lookups += lookups;
+		out->lcore_hits += lookups - std::min(lookups, misses);
+		out->lcore_misses += misses;
 		out->lcore_flushes += __atomic_load_n(&c.flushes, __ATOMIC_RELAXED);
 	}
-	out->lcore_misses = md->lcore_misses.load(std::memory_order_relaxed);
 	const auto &ev = dpdk::MemEvents::counters();
 	out->mem_alloc_events = ev.allocs.load(std::memory_order_relaxed);
 	out->mem_free_events = ev.frees.load(std::memory_order_relaxed);

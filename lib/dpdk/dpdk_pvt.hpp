@@ -70,7 +70,6 @@ struct mrsync_dpdk {
 	std::mutex mu;
 	std::vector<mrsync::Range> chunks; /* sorted by start */
 	std::atomic<std::uint64_t> hinted_runs{0};
-	std::atomic<std::uint64_t> lcore_misses{0};
 
 	std::unique_ptr<mrsync_dpdk_lcore[]> lcores; /* RTE_MAX_LCORE of them */
 

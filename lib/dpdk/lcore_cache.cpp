@@ -58,7 +58,7 @@ int mrsync_dpdk_lookup_slow(struct mrsync_dpdk_lcore *c, const void *addr, size_
 						  : !len ? "lookup: len is 0"
 							 : "lookup: out is NULL");
 	mrsync_dpdk *md = c->md;
-	md->lcore_misses.fetch_add(1, std::memory_order_relaxed);
+	c->misses++;
 	md->hint_new_memory();
 
 	/* Read the generation *before* mrsync_get(): whatever changes after

@@ -168,6 +168,25 @@ TEST(DpdkMempool, ChunksRegisteredInOneCallAndLcoreLookupsAcrossAFree)
 	EXPECT_EQ(key.lkey, first.lkey);
 	auto *data = rte_pktmbuf_mtod(m[0], char *);
 	EXPECT_TRUE(a.write_lands(data, 256, 6));
+
+	/* The burst form: one generation check, the same keys, and a refill
+	 * after a FREE moved the generation. */
+	std::uint32_t lkeys[32];
+	ASSERT_EQ(mrsync_dpdk_mbuf_lkeys(a.lcore(), m, 32, lkeys), 0);
+	for (std::uint32_t k : lkeys)
+		EXPECT_EQ(k, first.lkey);
+	const auto s3 = a.stats();
+	{
+		EalBuffer other(4 * kMiB);
+		ASSERT_TRUE(other.p);
+	}
+	ASSERT_EQ(mrsync_dpdk_mbuf_lkeys(a.lcore(), m, 32, lkeys), 0);
+	const auto s4 = a.stats();
+	EXPECT_EQ(s4.lcore_flushes - s3.lcore_flushes, 1u);
+	EXPECT_EQ(s4.lookups - s3.lookups, 32u);
+	EXPECT_EQ(s4.lcore_misses - s3.lcore_misses, 1u) << "one miss refills for the burst";
+	for (std::uint32_t k : lkeys)
+		EXPECT_EQ(k, first.lkey);
 	rte_pktmbuf_free_bulk(m, 32);
 	rte_mempool_free(pool);
 }

@@ -83,7 +83,7 @@ struct mrsync_dpdk_lcore {
 	uint32_t n;                            /**< valid entries */
 	const uint64_t *words[MRSYNC_DPDK_MAX_GEN_WORDS];
 	uint64_t lookups;
-	uint64_t hits;
+	uint64_t misses;                       /**< lookups that took the slow path */
 	uint64_t flushes;
 	uint32_t next_victim;
 	uint32_t lcore_id;
@@ -156,7 +156,6 @@ static inline int mrsync_dpdk_lookup(struct mrsync_dpdk_lcore *c, const void *ad
 		for (uint32_t i = 0; i < c->n; ++i) {
 			const struct mrsync_dpdk_lcore_entry *e = &c->e[i];
 			if (a - e->start < e->len && len <= e->len - (a - e->start)) {
-				c->hits++;
 				*out = e->key;
 				return 0;
 			}
@@ -170,6 +169,64 @@ static inline int mrsync_dpdk_mbuf_key(struct mrsync_dpdk_lcore *c, const struct
 				       struct mrsync_dpdk_key *out)
 {
 	return mrsync_dpdk_lookup(c, m->buf_addr, m->buf_len, out);
+}
+
+/**
+ * The lkeys of a burst of mbufs: one generation check for the whole burst,
+ * then a range check per mbuf against the entry the previous one hit, which
+ * is the pool's chunk for almost every packet. Same rule as
+ * mrsync_dpdk_lookup(): the keys are current for DMA the lcore posts and
+ * completes before its next lookup.
+ * @return 0 when every mbuf got its key; else the first error (-errno) and
+ *         lkeys[i] = 0 for the mbufs that did not.
+ */
+static inline int mrsync_dpdk_mbuf_lkeys(struct mrsync_dpdk_lcore *c, struct rte_mbuf *const *pkts,
+					 uint16_t n, uint32_t *lkeys)
+{
+	int rc = 0;
+again:;
+	uint64_t g = 0;
+	for (uint32_t i = 0; i < c->nwords; ++i)
+		g += __atomic_load_n(c->words[i], __ATOMIC_ACQUIRE);
+	const uint64_t flushes = c->flushes;
+	const int current = g == c->generation;
+	/* The entry the previous mbuf hit, in registers: the stores to lkeys[]
+	 * could alias the cache, so the compiler would reload it otherwise. */
+	uint64_t lo = 1, hi = 0;
+	uint32_t lkey = 0;
+	if (likely(current && c->n)) {
+		lo = c->e[0].start;
+		hi = lo + c->e[0].len;
+		lkey = c->e[0].key.lkey;
+	}
+	for (uint16_t k = 0; k < n; ++k) {
+		const uint64_t a = (uint64_t)(uintptr_t)pkts[k]->buf_addr;
+		const uint64_t end = a + pkts[k]->buf_len;
+		if (likely(a >= lo && end <= hi)) {
+			lkeys[k] = lkey;
+			continue;
+		}
+		uint32_t i = 0;
+		if (likely(current))
+			for (; i < c->n; ++i)
+				if (a >= c->e[i].start && end <= c->e[i].start + c->e[i].len)
+					break;
+		if (likely(current && i < c->n)) {
+			lo = c->e[i].start;
+			hi = lo + c->e[i].len;
+			lkey = lkeys[k] = c->e[i].key.lkey;
+			continue;
+		}
+		struct mrsync_dpdk_key key;
+		const int r = mrsync_dpdk_lookup_slow(c, (const void *)(uintptr_t)a, end - a, &key);
+		if (unlikely(c->flushes != flushes))
+			goto again; /* the cache was dropped: keys taken above may be gone */
+		lkeys[k] = r < 0 ? 0 : key.lkey;
+		if (r < 0 && !rc)
+			rc = r;
+	}
+	c->lookups += n;
+	return rc;
 }
 
 struct mrsync_dpdk_stats {
