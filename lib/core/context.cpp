@@ -166,6 +166,7 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 		return std::move(table).error();
 
 	std::unique_ptr<Context> ctx(new Context(params, std::move(table.value())));
+	ctx->holes_ok_ = (*driver)->caps().holes_ok;
 	ctx->driver_ = std::move(driver.value());
 	ctx->backings_.emplace(*ctx->driver_);
 	ctx->sources_ = std::move(sources.value());
@@ -406,8 +407,16 @@ Status Context::get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t ac
 			if (!created)
 				return std::move(created).error();
 			r = *created;
-		} else if (auto ok = repin_invalid_locked(*r, addr, len); !ok) {
-			return ok;
+		} else if (holes_ok_) {
+			if (auto ok = repin_invalid_locked(*r, addr, len); !ok)
+				return ok;
+		} else if (auto ok = repin_invalid_locked(*r, r->begin_va(), r->size.load()); !ok) {
+			/* Part of r is unmapped for good and the driver cannot serve
+			 * a registration with holes: a new one covers the request. */
+			if (!r->translation->invalid_runs(addr - r->begin_va(), len).empty())
+				return ok;
+			retire_locked(*r);
+			continue;
 		}
 		/* Events that arrived while we pinned: apply them first, so what
 		 * we hand out is current when we return. */

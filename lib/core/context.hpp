@@ -191,6 +191,7 @@ private:
 	std::mutex lock_;
 	mrsync_params params_;
 	std::uint64_t entry_size_;
+	bool holes_ok_ = true; /* DriverCaps::holes_ok */
 	std::unique_ptr<Driver> driver_;
 	std::vector<std::unique_ptr<EventSource>> sources_;
 	std::vector<std::unique_ptr<EventSource>> abandoned_sources_; /* fork: gen_ may still point in */

@@ -76,6 +76,10 @@ void Context::sync_table_locked(Region &r, std::span<const Extent> extents)
 		else
 			table_.replace(s, t, nullptr, &r);
 	}
+	/* A driver whose registrations serve nothing while they have a hole:
+	 * no page of r may hit until a lookup re-pinned them all. */
+	if (!holes_ok_ && r.translation->invalid_bytes())
+		table_.replace(base, r.end_va(), &r, nullptr);
 }
 
 /* A driver that cannot keep keys (verbs without rereg) just changed them:

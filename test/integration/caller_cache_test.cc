@@ -87,12 +87,19 @@ TEST(CallerCache, ManualNotificationsMoveTheGeneration)
  * a new key on every map(), to check what the core does with it. */
 class FakeRekeyDriver final : public Driver {
 public:
-	explicit FakeRekeyDriver(std::unique_ptr<Driver> inner) : inner_(std::move(inner)) {}
-	std::string_view name() const noexcept override { return "fake_rekey"; }
+	FakeRekeyDriver(std::unique_ptr<Driver> inner, bool holes_ok)
+		: inner_(std::move(inner)), holes_ok_(holes_ok)
+	{
+	}
+	std::string_view name() const noexcept override
+	{
+		return holes_ok_ ? "fake_rekey" : "fake_rekey_dense";
+	}
 	DriverCaps caps() const noexcept override
 	{
 		DriverCaps c = inner_->caps();
 		c.keys_survive_map = false;
+		c.holes_ok = holes_ok_; /* false: like verbs, one MR over the area */
 		return c;
 	}
 	Result<BackingId> pin(std::uint64_t va, std::uint64_t len) override
@@ -125,19 +132,70 @@ private:
 	static constexpr std::uint32_t kFlip = 0x80000000u;
 	static Keys strip(Keys k) { return {k.lkey & ~kFlip, k.rkey & ~kFlip}; }
 	std::unique_ptr<Driver> inner_;
+	bool holes_ok_;
 };
+
+template <bool HolesOk>
+Result<std::unique_ptr<Driver>> create_fake(const DriverConfig &config)
+{
+	auto inner = find_driver("uring")->create(config);
+	if (!inner)
+		return std::move(inner).error();
+	return std::unique_ptr<Driver>(
+		std::make_unique<FakeRekeyDriver>(std::move(*inner), HolesOk));
+}
 
 const DriverFactory fake_rekey_factory{
 	.name = "fake_rekey",
 	.available = [](std::string &) { return true; },
-	.create = [](const DriverConfig &config) -> Result<std::unique_ptr<Driver>> {
-		auto inner = find_driver("uring")->create(config);
-		if (!inner)
-			return std::move(inner).error();
-		return std::unique_ptr<Driver>(std::make_unique<FakeRekeyDriver>(std::move(*inner)));
-	},
+	.create = create_fake<true>,
 };
-[[maybe_unused]] const bool fake_rekey_registered = (register_driver(fake_rekey_factory), true);
+const DriverFactory fake_dense_factory{
+	.name = "fake_rekey_dense",
+	.available = [](std::string &) { return true; },
+	.create = create_fake<false>,
+};
+[[maybe_unused]] const bool fake_registered =
+	(register_driver(fake_rekey_factory), register_driver(fake_dense_factory), true);
+
+/* A driver whose registrations serve nothing while they have a hole (verbs):
+ * a lookup of an intact page must not hit a region with a hole elsewhere,
+ * it re-pins the hole; and if the hole stays unmapped, a new registration
+ * serves the request. */
+TEST(CallerCache, DriversWithoutHolesGetWholeRegistrationsBack)
+{
+	Mapping m(4 * kPage);
+	ASSERT_TRUE(m);
+	mrsync_params params = MRSYNC_PARAMS_INIT;
+	params.sources = MRSYNC_SOURCE_MANUAL;
+	params.driver = "fake_rekey_dense";
+	auto created = Context::create(params);
+	ASSERT_TRUE(created.ok()) << created.error().message;
+	Context ctx = std::move(created).value();
+	{
+		auto reg = ctx.get(m.at(0), 4 * kPage);
+		ASSERT_TRUE(reg.ok());
+	}
+	ASSERT_TRUE(remap_fresh(m.at(2 * kPage), kPage));
+	ASSERT_TRUE(ctx.notify_unmap(m.at(2 * kPage), kPage).ok());
+	ASSERT_TRUE(ctx.resync().ok());
+	const auto before = ctx.stats();
+	EXPECT_EQ(before.invalid_bytes, kPage);
+	auto page0 = ctx.get(m.at(0), 64); /* page 0 is intact, page 2 is a hole */
+	ASSERT_TRUE(page0.ok()) << page0.error().message;
+	const auto after = ctx.stats();
+	EXPECT_EQ(after.hits, before.hits) << "a region with a hole must not hit";
+	EXPECT_EQ(after.invalid_bytes, 0u) << "the hole elsewhere was not re-pinned";
+	page0.value().reset();
+
+	/* Unmapped for good: page 0 still gets a (new) registration. */
+	ASSERT_EQ(munmap(m.at(3 * kPage), kPage), 0);
+	ASSERT_TRUE(ctx.notify_unmap(m.at(3 * kPage), kPage).ok());
+	auto again = ctx.get(m.at(0), 64);
+	ASSERT_TRUE(again.ok()) << again.error().message;
+	EXPECT_LE(again->addr() + again->length(), reinterpret_cast<std::uint64_t>(m.at(3 * kPage)));
+	EXPECT_EQ(ctx.stats().invalid_bytes, 0u);
+}
 
 TEST(CallerCache, KeyChangesAreAnnouncedWithOldAndNewKeys)
 {

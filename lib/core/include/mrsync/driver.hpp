@@ -54,6 +54,10 @@ struct DriverCaps {
 	std::uint64_t max_backing_bytes = 0;    /**< largest single backing */
 	std::uint32_t max_backings = 0;         /**< backings pinned at once */
 	bool keys_survive_map = true;           /**< false: map() may change keys */
+	/** false: a registration with an invalid extent serves no DMA at all
+	 *  (verbs without ODP: one MR covers the whole area), so the core takes
+	 *  it out of the hit path until a lookup has re-pinned every hole. */
+	bool holes_ok = true;
 };
 
 class Driver {
