@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cinttypes>
 #include <cerrno>
 #include <new>
 #include <string>
@@ -47,6 +48,14 @@ int walk_contig(const struct rte_memseg_list *msl, const struct rte_memseg *ms, 
 	auto *runs = static_cast<std::vector<Range> *>(arg);
 	const auto start = reinterpret_cast<std::uint64_t>(ms->addr);
 	runs->push_back({start, start + len});
+	return 0;
+}
+
+/* Bytes the EAL will never free (--socket-mem preallocation). */
+int walk_static(const struct rte_memseg_list *msl, const struct rte_memseg *ms, void *arg)
+{
+	if (!msl->external && (ms->flags & RTE_MEMSEG_FLAG_DO_NOT_FREE))
+		*static_cast<std::uint64_t *>(arg) += ms->len;
 	return 0;
 }
 
@@ -173,6 +182,11 @@ int mrsync_dpdk_attach(const struct mrsync_dpdk_params *p, struct mrsync_dpdk **
 		MRSYNC_DPDK_LOG(NOTICE, "memory is static (legacy memory or no hugepages: the EAL "
 					"gives no memory events); registered once; external buffers "
 					"are still followed by the other sources\n");
+	std::uint64_t preallocated = 0;
+	if (!md->memory_static && rte_memseg_walk(walk_static, &preallocated) == 0 && preallocated)
+		MRSYNC_DPDK_LOG(NOTICE, "%" PRIu64 " MiB preallocated (--socket-mem) is static: the "
+					"EAL never frees it; memory beyond it follows memory events\n",
+				preallocated >> 20);
 	std::vector<Range> runs;
 	rte_memseg_contig_walk(walk_contig, &runs); /* outside any callback: may lock */
 	std::vector<Range> ignored; /* allocations before the walk are in it */
