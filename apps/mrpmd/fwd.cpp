@@ -34,7 +34,10 @@ Stamp make_stamp(std::uint64_t seq)
 	return s;
 }
 
-/* One lcore's DMA batch: stamps posted to the HCA, then collected and checked. */
+/* One lcore's DMA batch. For each payload the HCA writes a stamp into the
+ * buffer (DMA in: the CPU must then see it) and reads out the 32 bytes after
+ * it, which the CPU filled just before (DMA out: the HCA must see them). A
+ * stale translation fails either check: a corrupted packet. */
 class DmaBatch {
 public:
 	DmaBatch(App &app, LcoreCounters &c, unsigned lcore) : app_(app), c_(c)
@@ -47,26 +50,37 @@ public:
 		if (n_ == posted_.size())
 			finish();
 		Posted &p = posted_[n_];
-		p.va = va;
-		p.stamp = make_stamp(++seq_ ^ tag_base_);
-		p.tag = tag_base_ | (seq_ & 0xffffffffffffull);
-		if (!app_.hca->write(lkey, reinterpret_cast<std::uint64_t>(va), p.stamp, p.tag)) {
+		auto *bytes = static_cast<std::byte *>(va);
+		p.va = bytes;
+		++seq_;
+		p.in = make_stamp(seq_ ^ tag_base_);
+		p.out = make_stamp(~seq_ ^ tag_base_);
+		std::memcpy(bytes + kStamp, p.out.data(), kStamp);
+		p.tag = tag_base_ | ((seq_ & 0x7fffffffffffull) << 1);
+		const auto at = reinterpret_cast<std::uint64_t>(bytes);
+		if (!app_.hca->write(lkey, at, p.in, p.tag)) {
+			++c_.refused;
+			return;
+		}
+		if (!app_.hca->read(lkey, at + kStamp, p.seen, p.tag | 1)) {
+			(void)app_.hca->wait(p.tag);
 			++c_.refused;
 			return;
 		}
 		++n_;
 	}
 
-	/* Collects every posted stamp and checks the CPU sees it. */
+	/* Collects every posted pair and checks both directions. */
 	void finish()
 	{
 		for (std::size_t i = 0; i < n_; ++i) {
-			const Posted &p = posted_[i];
-			auto done = app_.hca->wait(p.tag);
+			Posted &p = posted_[i];
+			auto in = app_.hca->wait(p.tag);
+			auto out = app_.hca->wait(p.tag | 1);
 			++c_.dma;
-			if (!done || done->result < 0)
+			if (!in || in->result < 0 || !out || out->result < 0)
 				++c_.refused;
-			else if (std::memcmp(p.va, p.stamp.data(), kStamp) != 0)
+			else if (std::memcmp(p.va, p.in.data(), kStamp) != 0 || p.seen != p.out)
 				++c_.corrupted;
 		}
 		n_ = 0;
@@ -74,13 +88,13 @@ public:
 
 private:
 	struct Posted {
-		void *va;
-		Stamp stamp;
+		std::byte *va;
+		Stamp in, out, seen;
 		std::uint64_t tag;
 	};
 	App &app_;
 	LcoreCounters &c_;
-	std::array<Posted, 2 * kMaxBurst> posted_{};
+	std::array<Posted, kMaxBurst + 1> posted_{};
 	std::size_t n_ = 0;
 	std::uint64_t seq_ = 0, tag_base_ = 0;
 };
@@ -158,7 +172,7 @@ int forward_loop(void *arg)
 						++c.lookup_errors;
 					} else {
 						const std::size_t off = (bursts * 4096 + 64 * (bursts % 61)) %
-									(bytes - kStamp);
+									(bytes - 2 * kStamp);
 						batch.post(key.lkey, slab + off);
 						++c.staged;
 					}
