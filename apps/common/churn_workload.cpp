@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -122,7 +123,7 @@ private:
 };
 
 /* One DMA write of random bytes into a random part of a page, checked. */
-void dma_once(Context &ctx, uring::Hca &hca, Page &page, std::mt19937_64 &rng,
+void dma_once(Context &ctx, const DmaWrite &dma, Page &page, std::mt19937_64 &rng,
 	      std::uint64_t user_data, Counters &c)
 {
 	std::lock_guard guard(page.lock);
@@ -141,16 +142,12 @@ void dma_once(Context &ctx, uring::Hca &hca, Page &page, std::mt19937_64 &rng,
 			c.error("get: " + reg.error().message);
 		return;
 	}
-	if (auto ok = hca.write(reg->lkey(), va, std::span(pattern, len), user_data); !ok) {
-		c.error("write: " + ok.error().message);
-		return;
-	}
-	auto done = hca.wait(user_data);
+	auto done = dma(*reg, va, std::span<const std::byte>(pattern, len), user_data);
 	if (!done) {
-		c.error("wait: " + done.error().message);
+		c.error("dma: " + done.error().message);
 		return;
 	}
-	if (done->result < 0) {
+	if (*done < 0) {
 		c.refused.fetch_add(1);
 		return;
 	}
@@ -255,9 +252,22 @@ void churn_once(Page &page, Scratch &scratch, std::mt19937_64 &rng, Counters &c)
 
 Result<Report> run(Context &ctx, const Options &options)
 {
-	auto *hca = dynamic_cast<uring::Hca *>(&ctx.driver());
-	if (!hca)
-		return make_error(EINVAL, "the churn workload needs the uring driver");
+	DmaWrite dma = options.dma;
+	if (!dma) {
+		auto *hca = dynamic_cast<uring::Hca *>(&ctx.driver());
+		if (!hca)
+			return make_error(EINVAL, "the churn workload needs the uring driver or "
+						  "options.dma");
+		dma = [hca](const Registration &reg, std::uint64_t va,
+			    std::span<const std::byte> bytes, std::uint64_t tag) -> Result<int> {
+			if (auto ok = hca->write(reg.lkey(), va, bytes, tag); !ok)
+				return std::move(ok).error();
+			auto done = hca->wait(tag);
+			if (!done)
+				return std::move(done).error();
+			return done->result;
+		};
+	}
 	if (!options.dma_threads || !options.buffers || !options.pages_per_buffer)
 		return make_error(EINVAL, "dma_threads, buffers and pages_per_buffer must be > 0");
 	Arena arena;
@@ -286,7 +296,7 @@ Result<Report> run(Context &ctx, const Options &options)
 			const std::uint64_t mine = dma_ops / options.dma_threads +
 						   (t < dma_ops % options.dma_threads);
 			for (std::uint64_t i = 0; i < mine; ++i) {
-				dma_once(ctx, *hca, *pages[rng() % pages.size()], rng,
+				dma_once(ctx, dma, *pages[rng() % pages.size()], rng,
 					 (std::uint64_t(t + 1) << 48) | i, c);
 				c.ops.fetch_add(1, std::memory_order_relaxed);
 			}
@@ -345,6 +355,31 @@ std::string summary(const Report &r)
 		      (unsigned long long)r.unmapped_gets, (unsigned long long)r.churn_ops,
 		      (unsigned long long)r.hugepage_ops, (unsigned long long)r.errors);
 	return line;
+}
+
+} // namespace mrsync::workload
+
+namespace mrsync::workload {
+
+int print_verdict(const char *name, Context &ctx, const Report &report, bool negative)
+{
+	const mrsync_stats s = ctx.stats();
+	std::printf("%s%s: %s\n", name, negative ? " (negative control)" : "",
+		    summary(report).c_str());
+	std::printf("%s: resyncs=%llu full_resyncs=%llu entries_repinned=%llu "
+		    "entries_invalidated=%llu key_changes=%llu hits=%llu misses=%llu seconds=%.1f\n",
+		    name, (unsigned long long)s.resyncs, (unsigned long long)s.full_resyncs,
+		    (unsigned long long)s.entries_repinned, (unsigned long long)s.entries_invalidated,
+		    (unsigned long long)s.key_changes, (unsigned long long)s.hits,
+		    (unsigned long long)s.misses, report.seconds);
+	if (report.errors)
+		std::printf("%s: first unexpected error: %s\n", name, report.first_error.c_str());
+	const bool pass = negative ? report.lost_writes > 0
+				   : report.lost_writes == 0 && report.errors == 0;
+	if (negative && !pass)
+		std::printf("%s: the negative control lost no write: the test cannot fail\n", name);
+	std::printf("%d passed, %d failed\n", pass ? 1 : 0, pass ? 0 : 1);
+	return pass ? 0 : 1;
 }
 
 } // namespace mrsync::workload

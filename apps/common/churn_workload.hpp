@@ -22,11 +22,21 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 
 #include <mrsync/mrsync.hpp>
 
 namespace mrsync::workload {
+
+/**
+ * The device the workload writes through: DMA `bytes` at `va` with the
+ * registration's keys and wait for it. @return the completion's result (the
+ * byte count, or -errno when the device refused), or an error when the
+ * request could not be made at all.
+ */
+using DmaWrite = std::function<Result<int>(const Registration &reg, std::uint64_t va,
+					   std::span<const std::byte> bytes, std::uint64_t tag)>;
 
 struct Options {
 	std::uint64_t ops = 100'000;       /**< DMA writes + churn operations in all */
@@ -36,6 +46,8 @@ struct Options {
 	bool hugepages = true;             /**< add a 2-hugepage buffer when hugepages exist */
 	unsigned churn_percent = 10;       /**< share of operations that change the mapping */
 	std::uint64_t seed = 1;
+	/** Empty: the uring HCA of the context. Called from several threads. */
+	DmaWrite dma;
 	/** Called about every 100 ms from the reporting thread (live status). */
 	std::function<void(const struct Report &)> progress;
 };
@@ -53,13 +65,22 @@ struct Report {
 	double seconds = 0;
 };
 
-/** Runs the workload on `ctx`, whose driver must be the uring HCA.
+/** Runs the workload on `ctx`, whose driver must be the uring HCA unless
+ *  options.dma says how to write.
  *  @return the report, or an error if the workload could not be set up. */
 Result<Report> run(Context &ctx, const Options &options);
 
 /** If argv[i] is a workload option (--ops N, --threads N), stores it in
  *  `options` (advancing i) and returns true. */
 bool parse_option(int argc, char **argv, int &i, Options &options);
+
+/**
+ * Prints the report and the context's counters, then "1 passed, 0 failed"
+ * or "0 passed, 1 failed": a run passes with no lost write and no error,
+ * a negative control (generation check off) passes only if writes were lost.
+ * @return the exit code (0 = passed).
+ */
+int print_verdict(const char *name, Context &ctx, const Report &report, bool negative);
 
 /** One line: "ops=N lost_writes=N refused=N ...". */
 std::string summary(const Report &report);

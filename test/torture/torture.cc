@@ -54,20 +54,5 @@ int main(int argc, char **argv)
 		std::fprintf(stderr, "torture: %s\n", report.error().message.c_str());
 		return 1;
 	}
-	const mrsync_stats s = ctx->stats();
-	std::printf("torture%s: %s\n", negative ? " (negative control)" : "",
-		    mrsync::workload::summary(*report).c_str());
-	std::printf("torture: resyncs=%llu full_resyncs=%llu entries_repinned=%llu "
-		    "entries_invalidated=%llu hits=%llu misses=%llu seconds=%.1f\n",
-		    (unsigned long long)s.resyncs, (unsigned long long)s.full_resyncs,
-		    (unsigned long long)s.entries_repinned, (unsigned long long)s.entries_invalidated,
-		    (unsigned long long)s.hits, (unsigned long long)s.misses, report->seconds);
-	if (report->errors)
-		std::printf("torture: first unexpected error: %s\n", report->first_error.c_str());
-	const bool pass = negative ? report->lost_writes > 0
-				   : report->lost_writes == 0 && report->errors == 0;
-	if (negative && !pass)
-		std::printf("torture: the negative control lost no write: the torture cannot fail\n");
-	std::printf("%d passed, %d failed\n", pass ? 1 : 0, pass ? 0 : 1);
-	return pass ? 0 : 1;
+	return mrsync::workload::print_verdict("torture", *ctx, *report, negative);
 }

@@ -123,6 +123,8 @@ public:
 			}
 		}
 		failed_total_ += failed;
+		if (failed)
+			reconnect();
 		return failed;
 	}
 	/** Posts one WRITE and waits: true if it completed successfully. */
@@ -185,6 +187,22 @@ private:
 		attr.cap.max_recv_wr = 16;
 		attr.cap.max_send_sge = attr.cap.max_recv_sge = 1;
 		return ibv_create_qp(pd_, &attr);
+	}
+
+	/* An RC error (a refused key) leaves both QPs in the error state, which
+	 * flushes every later request: reset and connect them again. */
+	void reconnect()
+	{
+		for (ibv_qp *qp : {a_, b_}) {
+			ibv_qp_attr reset{};
+			reset.qp_state = IBV_QPS_RESET;
+			ibv_modify_qp(qp, &reset, IBV_QP_STATE);
+		}
+		ibv_wc wc[16];
+		while (ibv_poll_cq(cq_, 16, wc) > 0) {
+		}
+		if (!connect(a_, b_) || !connect(b_, a_))
+			error_ = "reconnect failed";
 	}
 
 	bool connect(ibv_qp *qp, ibv_qp *peer)
