@@ -59,14 +59,20 @@ TEST_P(FreeRealloc, DmaLandsInTheNewPages)
 	void *const at = first.p;
 	ASSERT_TRUE(a.write_lands(at, 4096, 1));
 
+	const auto before = a.stats();
 	first.reset();
 	EalBuffer again(8 * kMiB);
 	ASSERT_TRUE(again.p);
 	if (again.p != at)
 		GTEST_SKIP() << "the EAL did not reuse the address; nothing stale to test";
-	EXPECT_GE(a.stats().mem_free_events, 1u);
-	const bool landed = a.write_lands(at, 4096, 2) && a.write_lands(static_cast<char *>(at) + 6 * kMiB, 4096, 3);
+	const auto events = a.stats();
+	EXPECT_GT(events.mem_free_events, before.mem_free_events);
+	EXPECT_GT(events.mem_alloc_events, before.mem_alloc_events);
+	const bool landed = a.write_lands(at, 4096, 2) &&
+			    a.write_lands(static_cast<char *>(at) + 6 * kMiB, 4096, 3);
 	if (generation_check) {
+		/* The lookup miss hinted the ALLOC'd range: one registration. */
+		EXPECT_GT(a.stats().hinted_runs, events.hinted_runs) << "the ALLOC was not registered";
 		EXPECT_TRUE(landed) << "DMA after the EAL freed and reallocated was lost";
 		EXPECT_GE(a.stats().core.resyncs, 1u);
 	} else {
