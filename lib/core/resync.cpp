@@ -120,11 +120,12 @@ void Context::repin_locked(Region &r, std::span<const Range> offsets)
 	const std::uint64_t base = r.begin_va();
 	for (const auto &run : offsets) {
 		const std::uint64_t va = base + run.start, len = run.end - run.start;
-		for (auto &source : sources_)
-			if (auto ok = source->rearm(va, len); !ok)
+		for (std::size_t i = 0; i < sources_.size() && i < r.watches.size(); ++i)
+			if (auto ok = sources_[i]->prepare_pin(r.watches[i], {va, va + len}); !ok)
 				MRSYNC_LOG(warning, "core", "%.*s cannot re-arm [0x%" PRIx64 ", +0x%"
-					   PRIx64 "): %s", int(source->name().size()),
-					   source->name().data(), va, len, ok.error().message.c_str());
+					   PRIx64 "): %s", int(sources_[i]->name().size()),
+					   sources_[i]->name().data(), va, len,
+					   ok.error().message.c_str());
 		auto extents = backings_->pin(base, va, len, Backings::Holes::invalidate);
 		std::vector<Extent> invalid{{run.start, len, kNoBacking}};
 		if (!extents) /* memlock or no free backing: the device must refuse */

@@ -198,7 +198,7 @@ public:
 	 *  @return EINVAL (empty, wraps), or the first mapped part that cannot be
 	 *  registered (ENOTSUP, EBUSY), after registering the others.
 	 *  Thread safety: any thread; takes mu_. */
-	Status rearm(std::uint64_t va, std::uint64_t len) override;
+	Status prepare_pin(std::uint64_t handle, Range range) override;
 	/** Fork child: closes the descriptors; no join, no unregistering.
 	 *  Runs by itself in every fork child (pthread_atfork); idempotent.
 	 *  Thread safety: the child's only thread. */
@@ -604,12 +604,12 @@ void UffdSource::disarm(Range piece) noexcept
 	}
 }
 
-Status UffdSource::rearm(std::uint64_t va, std::uint64_t len)
+Status UffdSource::prepare_pin(std::uint64_t /*handle*/, Range range)
 {
-	auto pages = pages_of(va, len, "rearm");
+	auto pages = pages_of(range.start, range.end - range.start, "rearm");
 	if (!pages)
 		return std::move(pages).error();
-	const Range range = *pages;
+	range = *pages;
 
 	std::lock_guard lock(mu_);
 	Status first_error;

@@ -83,7 +83,7 @@ TEST(ManualSource, WatchIsBookkeepingOnly)
 	ASSERT_TRUE(first) << first.error().message;
 	ASSERT_TRUE(second) << second.error().message;
 	EXPECT_NE(*first, *second);
-	EXPECT_TRUE(source->rearm(0x7000'0000'0000, 0x3000));
+	EXPECT_TRUE(source->prepare_pin(1, {0x7000'0000'0000, 0x7000'0000'3000}));
 	source->unwatch(*first);
 	source->unwatch(*second);
 	source->unwatch(*second); // unknown handle: ignored

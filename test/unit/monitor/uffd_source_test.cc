@@ -469,7 +469,7 @@ TEST_F(UffdSource, RearmAfterMapFixedWatchesTheNewMapping)
 	Area &area = watched(2);
 	ASSERT_TRUE(area.replace(0));
 	drain();
-	auto rearmed = source_->rearm(addr(area.base), area.len);
+	auto rearmed = source_->prepare_pin(1, {addr(area.base), addr(area.base) + area.len});
 	ASSERT_TRUE(rearmed) << rearmed.error().message;
 
 	const std::uint64_t before = generation();
@@ -484,7 +484,7 @@ TEST_F(UffdSource, RearmSkipsHoles)
 	ASSERT_EQ(munmap(area.page(1), kPage), 0); // a hole
 	ASSERT_TRUE(area.replace(3));
 	drain();
-	auto rearmed = source_->rearm(addr(area.base), area.len);
+	auto rearmed = source_->prepare_pin(1, {addr(area.base), addr(area.base) + area.len});
 	ASSERT_TRUE(rearmed) << rearmed.error().message;
 
 	const std::uint64_t before = generation();
@@ -505,7 +505,7 @@ TEST_F(UffdSource, RearmReportsMappingsItCannotWatchAndArmsTheRest)
 	close(fd);
 	drain();
 
-	auto rearmed = source_->rearm(addr(area.base), area.len);
+	auto rearmed = source_->prepare_pin(1, {addr(area.base), addr(area.base) + area.len});
 	ASSERT_FALSE(rearmed);
 	EXPECT_EQ(rearmed.error().code, ENOTSUP);
 	EXPECT_NE(rearmed.error().message.find("mrsync-monitor-"), std::string::npos)
@@ -688,7 +688,7 @@ TEST_F(UffdSource, BadInputIsRejectedWithDocumentedErrors)
 	expect_error(source_->watch(addr(area.base), 0), EINVAL);
 	expect_error(source_->watch(UINT64_MAX - kPage + 1, 2 * kPage), EINVAL, "wraps");
 	expect_error(source_->watch(UINT64_MAX - 10, 5), EINVAL, "wraps"); // once page-aligned
-	expect_error(source_->rearm(addr(area.base), 0), EINVAL);
+	expect_error(source_->prepare_pin(1, {addr(area.base), addr(area.base)}), EINVAL);
 
 	// Unmapped, wholly and in part; the message names the range.
 	Area gone(3 * kPage);

@@ -60,6 +60,12 @@ enum mrsync_ctx_flags {
 	/** TEST ONLY: the hit path ignores generations, turning mrsync into a
 	 *  naive address-keyed cache. Exists so tests can prove they fail. */
 	MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK = 1u << 0,
+	/** TEST ONLY: pins without the guards that keep a pin current: no wait
+	 *  for a change in progress before pinning, hints and gets re-pin every
+	 *  invalid entry of the registrations they touch, and event sources
+	 *  accept memory whose changes they cannot see. Exists so the tests of
+	 *  those guards can prove they fail without them. */
+	MRSYNC_CTX_F_TEST_UNGUARDED_PINS = 1u << 1,
 };
 
 struct mrsync_params {

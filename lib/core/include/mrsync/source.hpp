@@ -60,18 +60,33 @@ public:
 
 	/**
 	 * Starts reporting changes of [va, va + len); called before the range is
-	 * pinned, so a change between watch and pin is reported.
-	 * @return a handle for unwatch().
+	 * pinned, so a change between watch and pin is reported. Success is a
+	 * promise: this source sees *every* change of that memory from now on.
+	 * A source that cannot (userfaultfd and a shared mapping, DPDK and
+	 * memory that is not the EAL's) fails with ENOTSUP and says why; the
+	 * core refuses memory that no source of the context can see.
+	 * @return a handle for unwatch() and prepare_pin(), never 0.
 	 */
 	virtual Result<std::uint64_t> watch(std::uint64_t va, std::uint64_t len) = 0;
 
 	/** Stops reporting changes for a handle returned by watch(). */
 	virtual void unwatch(std::uint64_t handle) noexcept = 0;
 
-	/** Called before [va, va + len) is pinned again after a change: a source
-	 *  whose coverage belongs to mappings rather than addresses (userfaultfd)
-	 *  arms the new mapping here. */
-	virtual Status rearm(std::uint64_t /*va*/, std::uint64_t /*len*/) { return {}; }
+	/**
+	 * Called right before `range`, inside what `handle` watches, is pinned:
+	 * the begin half of the kernel's mmu_interval_read_begin/read_retry.
+	 *  - Make sure every later change of the memory now mapped there is
+	 *    reported (userfaultfd arms a mapping that replaced the watched one).
+	 *  - Return only once no change reported so far is still in progress,
+	 *    so the pin that follows sees its result (the module waits for the
+	 *    invalidation to end; DPDK for the hotplug lock).
+	 * The retry half is the generation: a change that starts after this
+	 * call moves it, and the core re-checks it after pinning.
+	 * @return ENOTSUP (with the reason) if this source can no longer see
+	 *         every change of `range`: the core must not pin it on this
+	 *         source's word.
+	 */
+	virtual Status prepare_pin(std::uint64_t /*handle*/, Range /*range*/) { return {}; }
 
 	/** Reports a change the application knows of (the manual source);
 	 *  other sources return ENOTSUP. */
@@ -87,6 +102,9 @@ public:
 /** What the context passes to a source factory. */
 struct SourceConfig {
 	std::uint32_t ring_entries = 1024; /**< ring size; 0 = the source's default */
+	/** MRSYNC_CTX_F_TEST_UNGUARDED_PINS: watch() accepts memory the source
+	 *  cannot fully see, as before the guard existed (tests only). */
+	bool test_unguarded = false;
 };
 
 /** A source kind, registered at start-up by MRSYNC_REGISTER_SOURCE. */
