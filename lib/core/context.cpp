@@ -40,7 +40,8 @@ Status check_params(const mrsync_params &p)
 	if (p.sources & ~kKnownSources)
 		return make_error(EINVAL, fmt("params->sources has unknown bits 0x%x",
 					      p.sources & ~kKnownSources));
-	if (p.flags & ~std::uint32_t(MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK))
+	if (p.flags & ~std::uint32_t(MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK |
+				     MRSYNC_CTX_F_TEST_UNGUARDED_PINS))
 		return make_error(EINVAL, fmt("params->flags has unknown bits 0x%x", p.flags));
 	if (p.reserved)
 		return make_error(EINVAL, "params->reserved must be 0");
@@ -77,7 +78,7 @@ Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entr
 /* The sources to open: the requested mask, or the kernel module when its
  * device exists and userfaultfd otherwise (said once in the log). */
 Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t mask,
-							       std::uint32_t ring_entries)
+							       const SourceConfig &config)
 {
 	if (!mask) {
 		std::string why;
@@ -88,7 +89,13 @@ Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t mas
 			static std::once_flag said;
 			std::call_once(said, [&] {
 				MRSYNC_LOG(warning, "core", "kernel module source unavailable (%s): "
-				       "using userfaultfd", kmod ? why.c_str() : "not built");
+					   "using userfaultfd, which serves private anonymous "
+					   "memory only and cannot see two changes: shmat(SHM_REMAP) "
+					   "over registered memory, and the zap of a MADV_DONTNEED "
+					   "racing a lookup of the same page (docs/design.md, \"What "
+					   "userfaultfd cannot see\"); load the mrsync module to "
+					   "close both",
+					   kmod ? why.c_str() : "not built");
 			});
 			mask = MRSYNC_SOURCE_UFFD;
 		}
@@ -102,7 +109,7 @@ Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t mas
 		if (!factory || !factory->available(why))
 			return make_error(ENODEV, fmt("params->sources asks for source 0x%x, which is "
 						      "not usable here: %s", bit, why.c_str()));
-		auto source = factory->create(SourceConfig{ring_entries});
+		auto source = factory->create(config);
 		if (!source)
 			return std::move(source).error();
 		sources.push_back(std::move(source.value()));
@@ -114,9 +121,16 @@ int current_tid() { return static_cast<int>(syscall(SYS_gettid)); }
 
 } // namespace
 
+SourceConfig source_config(const mrsync_params &params)
+{
+	return SourceConfig{params.ring_entries,
+			    (params.flags & MRSYNC_CTX_F_TEST_UNGUARDED_PINS) != 0};
+}
+
 Context::Context(const mrsync_params &params, VaTable table)
 	: id_(next_context_id.fetch_add(1)),
 	  check_generations_(!(params.flags & MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK)),
+	  guarded_(!(params.flags & MRSYNC_CTX_F_TEST_UNGUARDED_PINS)),
 	  table_(std::move(table)),
 	  /* room for the live limit plus as many retired-but-held regions */
 	  slab_(std::make_unique<Region[]>(2 * params.max_regions)),
@@ -156,7 +170,7 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 					      "driver's granularity %" PRIu64,
 					      params.entry_size, std::string((*driver)->name()).c_str(),
 					      granularity));
-	auto sources = open_sources(params.sources, params.ring_entries);
+	auto sources = open_sources(params.sources, source_config(params));
 	if (!sources)
 		return std::move(sources).error();
 	if (sources->size() > kMaxSources)
@@ -298,8 +312,106 @@ Region *Context::find_locked(std::uint64_t addr, std::uint64_t len, std::uint32_
 	return nullptr;
 }
 
+Result<std::vector<std::uint64_t>> Context::watch_locked(std::uint64_t start, std::uint64_t size)
+{
+	/* A source that cannot see every change of the range says so (ENOTSUP,
+	 * with its reason); the range is served as long as one source can.
+	 * Memory nobody can see is refused: serving it would be a lost write
+	 * waiting for the first change nobody reports. */
+	std::vector<std::uint64_t> handles(sources_.size(), 0);
+	std::string reasons;
+	std::optional<Error> first;
+	bool seen = false;
+	for (std::size_t i = 0; i < sources_.size(); ++i) {
+		auto handle = sources_[i]->watch(start, size);
+		if (handle) {
+			handles[i] = *handle;
+			seen = true;
+			continue;
+		}
+		if (handle.error().code != ENOTSUP && !first)
+			first = handle.error();
+		reasons += (reasons.empty() ? "" : "; ") + handle.error().message;
+	}
+	if (seen)
+		return handles;
+	if (first) /* not mapped, memlock...: more telling than "unwatchable" */
+		return std::move(*first);
+	return make_error(ENOTSUP, fmt("no event source of this context can see every change of "
+				       "[0x%" PRIx64 ", +0x%" PRIx64 "), so it is not registered: %s",
+				       start, size, reasons.c_str()));
+}
+
+void Context::unwatch_locked(std::span<const std::uint64_t> handles) noexcept
+{
+	for (std::size_t i = 0; i < handles.size() && i < sources_.size(); ++i)
+		if (handles[i])
+			sources_[i]->unwatch(handles[i]);
+}
+
+std::vector<Range> Context::pending_locked(std::uint64_t start, std::uint64_t end)
+{
+	/* Entries a resync left invalid: their pages changed, and the change
+	 * may still be in progress (an event can precede it). */
+	std::vector<Range> pending;
+	for (Region *r : overlapping_locked(start, end)) {
+		if (r->state != Region::State::live)
+			continue;
+		const std::uint64_t base = r->begin_va();
+		const std::uint64_t from = std::max(start, base), to = std::min(end, r->end_va());
+		for (const Range &run : r->translation->invalid_runs(from - base, to - from))
+			pending.push_back({base + run.start, base + run.end});
+	}
+	std::sort(pending.begin(), pending.end(),
+		  [](const Range &a, const Range &b) { return a.start < b.start; });
+	std::vector<Range> merged;
+	for (const Range &p : pending)
+		if (!merged.empty() && p.start <= merged.back().end)
+			merged.back().end = std::max(merged.back().end, p.end);
+		else
+			merged.push_back(p);
+	return merged;
+}
+
+Result<std::vector<Extent>> Context::pin_except_locked(std::uint64_t start, std::uint64_t size,
+						       std::span<const Range> skip)
+{
+	std::vector<Extent> extents;
+	std::uint64_t at = start;
+	auto pin_to = [&](std::uint64_t end) -> Status {
+		if (at >= end)
+			return {};
+		auto part = backings_->pin(start, at, end - at, Backings::Holes::fail);
+		if (!part)
+			return std::move(part).error();
+		extents.insert(extents.end(), part->begin(), part->end());
+		return {};
+	};
+	for (const Range &s : skip) {
+		if (auto ok = pin_to(s.start); !ok)
+			return std::move(ok).error();
+		extents.push_back({s.start - start, s.end - s.start, kNoBacking});
+		at = s.end;
+	}
+	if (auto ok = pin_to(start + size); !ok)
+		return std::move(ok).error();
+	return extents;
+}
+
+void Context::claim_table_locked(Region &r)
+{
+	/* The newest registration takes the slots of its valid pages. */
+	const std::uint64_t base = r.begin_va();
+	for (const Extent &e : r.translation->extents())
+		if (e.backing != kNoBacking)
+			if (auto ok = table_.assign(base + e.offset, base + e.offset + e.length, &r);
+			    !ok)
+				MRSYNC_LOG(warning, "core", "region stays out of the page table: %s",
+					   ok.error().message.c_str());
+}
+
 Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t len,
-					       std::uint32_t access)
+					       std::uint32_t access, Want want)
 {
 	const std::uint64_t start = align_down(addr, entry_size_);
 	const std::uint64_t size = align_up(addr + len, entry_size_) - start;
@@ -307,43 +419,35 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 		return std::move(ok).error();
 	Region &r = slab_[free_slots_.back()];
 
-	/* Watch before pinning: a change between the two is then reported
-	 * (the sequence-then-retry idiom of mmu_interval_notifier). */
-	std::vector<std::uint64_t> watches;
-	auto unwatch = [&] {
-		for (std::size_t i = 0; i < watches.size(); ++i)
-			sources_[i]->unwatch(watches[i]);
-	};
-	for (auto &source : sources_) {
-		auto handle = source->watch(start, size);
-		if (!handle) {
-			unwatch();
-			return std::move(handle).error();
-		}
-		watches.push_back(*handle);
-	}
-	auto extents = backings_->pin(start, start, size, Backings::Holes::fail);
+	/* Watch before pinning: a change between the two is then reported, and
+	 * watch() returns once no change of the range is in progress (the
+	 * sequence-then-retry idiom of mmu_interval_notifier; the retry is the
+	 * generation check of the caller). */
+	auto watches = watch_locked(start, size);
+	if (!watches)
+		return std::move(watches).error();
+	std::vector<Range> skip;
+	if (want == Want::hint && guarded_)
+		skip = pending_locked(start, start + size);
+	auto extents = pin_except_locked(start, size, skip);
 	Keys keys;
-	const char *failure = nullptr;
 	if (extents) {
 		Translation t(size);
 		t.replace(0, size, *extents, [](BackingId, std::uint64_t) {});
-		if (!t.invalid_runs(addr - start, len).empty()) {
-			failure = "not mapped";
-		} else if (auto k = driver_->create(start, size, access, t.extents()); k) {
+		if (auto k = driver_->create(start, size, access, t.extents()); k) {
 			keys = *k;
 			r.translation.emplace(std::move(t));
 		} else {
 			extents = std::move(k).error();
 		}
 	}
-	if (!extents || failure) {
-		unwatch();
+	if (!extents) {
+		unwatch_locked(*watches);
 		(void)fence_and_release_locked(); /* nothing maps what we pinned */
-		if (failure)
+		if (extents.error().code == EFAULT)
 			return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
-						      ") is not mapped, or not entirely",
-						      addr, len));
+						      ") is not mapped, or not entirely (%s)",
+						      addr, len, extents.error().message.c_str()));
 		return std::move(extents).error();
 	}
 	for (const auto &e : *extents)
@@ -351,7 +455,7 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 			backings_->use(e.backing, e.length);
 
 	free_slots_.pop_back();
-	r.watches = std::move(watches);
+	r.watches = std::move(*watches);
 	r.state = Region::State::live;
 	r.start.store(start, std::memory_order_relaxed);
 	r.size.store(size, std::memory_order_relaxed);
@@ -364,9 +468,8 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 	++live_regions_;
 	registered_bytes_ += size;
 	++stats_.registrations;
-	if (auto ok = table_.assign(start, start + size, &r); !ok)
-		MRSYNC_LOG(warning, "core", "region stays out of the page table: %s",
-			   ok.error().message.c_str());
+	if (holes_ok_ || !r.translation->invalid_bytes())
+		claim_table_locked(r);
 	return &r;
 }
 
@@ -378,16 +481,54 @@ Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_
 	const auto runs = r.translation->invalid_runs(from, to - from);
 	if (runs.empty())
 		return {};
-	repin_locked(r, runs);
-	if (!r.translation->invalid_runs(addr - start, len).empty())
+	Status repinned = repin_locked(r, runs);
+	if (r.state != Region::State::live || !r.translation->invalid_runs(addr - start, len).empty()) {
+		if (!repinned)
+			return repinned;
 		return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
 					      ") is not mapped, or not entirely",
 					      addr, len));
+	}
 	return {};
 }
 
-Status Context::get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t access,
-			 mrsync_reg &out)
+/* What a lookup or hint may re-pin in a registration that covers it.
+ * @return ESTALE when `r` was retired to make way for a new registration. */
+Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want)
+{
+	if (!guarded_) { /* the old ways, for the negative controls */
+		if (holes_ok_)
+			return repin_invalid_locked(r, addr, len);
+		if (auto ok = repin_invalid_locked(r, r.begin_va(), r.size.load()); !ok) {
+			if (r.state == Region::State::live &&
+			    !r.translation->invalid_runs(addr - r.begin_va(), len).empty())
+				return ok;
+			retire_locked(r);
+			return make_error(ESTALE, "registration retired");
+		}
+		return {};
+	}
+	if (want == Want::hint)
+		return {}; /* a hint pins nothing that changed: lookups will */
+	if (holes_ok_)
+		return repin_invalid_locked(r, addr, len);
+	/* The driver serves a registration only without holes (one MR covers
+	 * it). Re-pinning its holes outside the request would pin pages nobody
+	 * asked for, which may be changing right now: a new registration covers
+	 * just the request instead. */
+	const std::uint64_t base = r.begin_va();
+	const std::uint64_t from = align_down(addr, entry_size_), to = align_up(addr + len, entry_size_);
+	if (r.translation->invalid_bytes() != 0 &&
+	    (!r.translation->invalid_runs(0, from - base).empty() ||
+	     !r.translation->invalid_runs(to - base, r.end_va() - to).empty())) {
+		retire_locked(r);
+		return make_error(ESTALE, "registration retired");
+	}
+	return repin_invalid_locked(r, addr, len);
+}
+
+Status Context::slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t access, Want want,
+			  mrsync_reg *out)
 {
 	if (auto ok = validate_request(addr, len, access); !ok)
 		return ok;
@@ -403,34 +544,36 @@ Status Context::get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t ac
 				return ok;
 		Region *r = find_locked(addr, len, access);
 		if (!r) {
-			auto created = create_region_locked(addr, len, access);
+			auto created = create_region_locked(addr, len, access, want);
 			if (!created)
 				return std::move(created).error();
 			r = *created;
-		} else if (holes_ok_) {
-			if (auto ok = repin_invalid_locked(*r, addr, len); !ok)
-				return ok;
-		} else if (auto ok = repin_invalid_locked(*r, r->begin_va(), r->size.load()); !ok) {
-			/* Part of r is unmapped for good and the driver cannot serve
-			 * a registration with holes: a new one covers the request. */
-			if (!r->translation->invalid_runs(addr - r->begin_va(), len).empty())
-				return ok;
-			retire_locked(*r);
-			continue;
+		} else if (auto ok = serve_locked(*r, addr, len, want); !ok) {
+			if (ok.error().code == ESTALE)
+				continue;
+			return ok;
 		}
 		/* Events that arrived while we pinned: apply them first, so what
 		 * we hand out is current when we return. */
 		if (check_generations_ && generations_moved())
 			continue;
+		if (want == Want::hint)
+			return {};
 		(void)table_.assign(align_down(addr, entry_size_), align_up(addr + len, entry_size_),
 				    r);
 		ThreadState::bump(ts.holds[r->slot], 1);
 		r->referenced.store(1, std::memory_order_relaxed);
 		const Keys keys = r->current_keys();
-		out = {r->begin_va(), r->size.load(), keys.lkey, keys.rkey,
-		       reinterpret_cast<mrsync_region *>(r)};
+		*out = {r->begin_va(), r->size.load(), keys.lkey, keys.rkey,
+			reinterpret_cast<mrsync_region *>(r)};
 		return {};
 	}
+}
+
+Status Context::get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t access,
+			 mrsync_reg &out)
+{
+	return slow_path(addr, len, access, Want::lookup, &out);
 }
 
 Status Context::put(mrsync_region *handle)
@@ -449,10 +592,7 @@ Status Context::put(mrsync_region *handle)
 
 Status Context::hint(std::uint64_t addr, std::uint64_t len, std::uint32_t access)
 {
-	mrsync_reg reg;
-	if (auto ok = get_slow(addr, len, access, reg); !ok)
-		return ok;
-	return put(reg.region);
+	return slow_path(addr, len, access, Want::hint, nullptr);
 }
 
 Status Context::notify_unmap(std::uint64_t addr, std::uint64_t len)

@@ -30,6 +30,9 @@ namespace mrsync::detail {
 
 inline constexpr std::uint32_t kMaxSources = 4;
 
+/* What the context asks of every source it opens (also after fork). */
+SourceConfig source_config(const mrsync_params &params);
+
 /* Counters the slow path keeps under the context lock. */
 struct SlowStats {
 	std::uint64_t misses = 0, resyncs = 0, full_resyncs = 0, events = 0;
@@ -148,20 +151,37 @@ public:
 private:
 	explicit Context(const mrsync_params &params, VaTable table);
 
+	/* Who asks for pages, which decides what may be pinned for it: a lookup
+	 * needs every page it covers; a hint needs none (it only warms the
+	 * cache), so it never pins a page another registration left invalid --
+	 * that page may be changing right now (docs/design.md, "Pin guards"). */
+	enum class Want { lookup, hint };
+
 	/* context.cpp */
 	Status validate_request(std::uint64_t addr, std::uint64_t len, std::uint32_t access) const;
+	Status slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t access, Want want,
+			 mrsync_reg *out);
 	ThreadState &thread_state_locked();
 	Region *find_locked(std::uint64_t addr, std::uint64_t len, std::uint32_t access);
 	Result<Region *> create_region_locked(std::uint64_t addr, std::uint64_t len,
-					      std::uint32_t access);
+					      std::uint32_t access, Want want);
+	Result<std::vector<std::uint64_t>> watch_locked(std::uint64_t start, std::uint64_t size);
+	void unwatch_locked(std::span<const std::uint64_t> handles) noexcept;
+	std::vector<Range> pending_locked(std::uint64_t start, std::uint64_t end);
+	Result<std::vector<Extent>> pin_except_locked(std::uint64_t start, std::uint64_t size,
+						      std::span<const Range> skip);
+	void claim_table_locked(Region &r);
+	Status serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want);
 	Status repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len);
 	bool generations_moved() const noexcept;
 	std::vector<Region *> overlapping_locked(std::uint64_t start, std::uint64_t end);
 
 	/* resync.cpp */
 	Status resync_locked();
-	void repin_locked(Region &r, std::span<const Range> offsets);
+	Status prepare_pin_locked(const Region &r, Range range);
+	Status repin_locked(Region &r, std::span<const Range> offsets);
 	void invalidate_locked(Region &r, std::span<const Range> offsets);
+	void retire_after_map_failure_locked(Region &r, const Error &why);
 	Status apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 			    std::span<const Extent> extents);
 	Status fence_and_release_locked();
@@ -181,6 +201,8 @@ private:
 	const std::uint64_t id_;
 	std::uint32_t nsources_ = 0;
 	const bool check_generations_;
+	/* Slow path only: false under MRSYNC_CTX_F_TEST_UNGUARDED_PINS. */
+	const bool guarded_;
 	const std::uint64_t *gen_[kMaxSources] = {};
 	std::atomic<std::uint64_t> seen_[kMaxSources] = {};
 	VaTable table_;

@@ -64,6 +64,20 @@ Status Context::fence_and_release_locked()
 	return {};
 }
 
+/* The device kept a registration's old translation: it must not be used
+ * again. A page the application unmapped meanwhile (EFAULT) is its doing,
+ * not an error of ours; anything else is worth a warning. */
+void Context::retire_after_map_failure_locked(Region &r, const Error &why)
+{
+	if (why.code == EFAULT)
+		MRSYNC_LOG(debug, "core", "retiring a registration whose pages went away: %s",
+			   why.message.c_str());
+	else
+		MRSYNC_LOG(warning, "core", "the device could not map a registration, retiring "
+			   "it: %s", why.message.c_str());
+	retire_locked(r);
+}
+
 void Context::sync_table_locked(Region &r, std::span<const Extent> extents)
 {
 	/* Invalid entries leave the page table (their lookups go slow and fail
@@ -115,23 +129,52 @@ Status Context::apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 	return {};
 }
 
-void Context::repin_locked(Region &r, std::span<const Range> offsets)
+Status Context::prepare_pin_locked(const Region &r, Range range)
+{
+	if (!guarded_) /* negative controls: pin on nobody's word */
+		return {};
+	/* The pin below is good if one source that watches the region can
+	 * vouch for it: it sees every later change, and none is in progress. */
+	std::optional<Error> refused;
+	for (std::size_t i = 0; i < sources_.size() && i < r.watches.size(); ++i) {
+		if (!r.watches[i])
+			continue;
+		auto ok = sources_[i]->prepare_pin(r.watches[i], range);
+		if (ok)
+			return {};
+		if (!refused)
+			refused = std::move(ok).error();
+	}
+	if (!refused)
+		return make_error(ENOTSUP, fmt("no event source watches [0x%" PRIx64 ", 0x%" PRIx64 ")",
+					       range.start, range.end));
+	return std::move(*refused);
+}
+
+Status Context::repin_locked(Region &r, std::span<const Range> offsets)
 {
 	const std::uint64_t base = r.begin_va();
+	Status first; /* the first reason a run stays invalid */
 	for (const auto &run : offsets) {
 		const std::uint64_t va = base + run.start, len = run.end - run.start;
-		for (std::size_t i = 0; i < sources_.size() && i < r.watches.size(); ++i)
-			if (auto ok = sources_[i]->prepare_pin(r.watches[i], {va, va + len}); !ok)
-				MRSYNC_LOG(warning, "core", "%.*s cannot re-arm [0x%" PRIx64 ", +0x%"
-					   PRIx64 "): %s", int(sources_[i]->name().size()),
-					   sources_[i]->name().data(), va, len,
-					   ok.error().message.c_str());
+		/* Entries stay invalid unless a source vouches for the pin: the
+		 * device then refuses DMA there, and the lookup says why. */
+		if (auto ok = prepare_pin_locked(r, {va, va + len}); !ok) {
+			MRSYNC_LOG(debug, "core", "[0x%" PRIx64 ", +0x%" PRIx64 ") stays invalid: %s",
+				   va, len, ok.error().message.c_str());
+			if (first)
+				first = std::move(ok);
+			continue;
+		}
 		auto extents = backings_->pin(base, va, len, Backings::Holes::invalidate);
 		std::vector<Extent> invalid{{run.start, len, kNoBacking}};
-		if (!extents) /* memlock or no free backing: the device must refuse */
+		if (!extents) { /* memlock or no free backing: the device must refuse */
 			MRSYNC_LOG(warning, "core", "cannot pin [0x%" PRIx64 ", +0x%" PRIx64
 				   "), entries left invalid: %s", va, len,
 				   extents.error().message.c_str());
+			if (first)
+				first = extents.error();
+		}
 		const std::span<const Extent> with = extents ? std::span<const Extent>(*extents)
 							     : std::span<const Extent>(invalid);
 		for (const auto &e : with) {
@@ -145,12 +188,11 @@ void Context::repin_locked(Region &r, std::span<const Range> offsets)
 			/* The device kept the old translation: it must not be used
 			 * again. Retiring unlinks the region; its holders' DMA
 			 * fails at the device's next map of this key at worst. */
-			MRSYNC_LOG(error, "core", "map failed, retiring the region: %s",
-				   ok.error().message.c_str());
-			retire_locked(r);
-			return;
+			retire_after_map_failure_locked(r, ok.error());
+			return ok;
 		}
 	}
+	return first;
 }
 
 void Context::invalidate_locked(Region &r, std::span<const Range> offsets)
@@ -159,9 +201,7 @@ void Context::invalidate_locked(Region &r, std::span<const Range> offsets)
 		const Extent invalid{run.start, run.end - run.start, kNoBacking};
 		const std::uint64_t before = r.translation->invalid_bytes();
 		if (auto ok = apply_locked(r, run.start, invalid.length, {&invalid, 1}); !ok) {
-			MRSYNC_LOG(error, "core", "map failed, retiring the region: %s",
-				   ok.error().message.c_str());
-			retire_locked(r);
+			retire_after_map_failure_locked(r, ok.error());
 			return;
 		}
 		stats_.entries_invalidated +=
@@ -226,8 +266,9 @@ std::size_t Context::compact_locked()
 		if (runs.empty())
 			continue;
 		/* Re-pinning the still-current pages replaces the stale backing's
-		 * last uses; the fence below then lets it go. */
-		repin_locked(*r, runs);
+		 * last uses; the fence below then lets it go. A run that cannot be
+		 * re-pinned stays invalid: the next lookup of it says why. */
+		(void)repin_locked(*r, runs);
 	}
 	const std::size_t before = backings_->count();
 	(void)fence_and_release_locked();
@@ -275,7 +316,7 @@ Status Context::rebuild_after_fork_locked()
 	for (std::uint32_t bit = 1; bit <= MRSYNC_SOURCE_DPDK; bit <<= 1) {
 		if (!(mask & bit))
 			continue;
-		auto source = find_source(bit)->create(SourceConfig{params_.ring_entries});
+		auto source = find_source(bit)->create(source_config(params_));
 		if (!source)
 			return std::move(source).error();
 		sources_.push_back(std::move(source.value()));
@@ -284,17 +325,17 @@ Status Context::rebuild_after_fork_locked()
 	for (std::uint32_t i = 0; i < nsources_; ++i)
 		gen_[i] = sources_[i]->generation();
 
-	/* Every region: watch again, pin the child's pages, new keys. */
+	/* Every region: watch again, pin the child's pages, new keys. Memory
+	 * no source of the child can see stays invalid (lookups say why). */
 	for (auto &[key, r] : index_) {
 		const std::uint64_t start = r->begin_va(), size = r->size.load();
-		r->watches.clear();
-		for (auto &source : sources_)
-			if (auto handle = source->watch(start, size); handle)
-				r->watches.push_back(*handle);
-			else
-				r->watches.push_back(0);
+		auto watches = watch_locked(start, size);
+		r->watches = watches ? std::move(*watches)
+				     : std::vector<std::uint64_t>(sources_.size(), 0);
 		r->translation.emplace(size);
-		auto extents = backings_->pin(start, start, size, Backings::Holes::invalidate);
+		auto extents = watches ? backings_->pin(start, start, size, Backings::Holes::invalidate)
+				       : Result<std::vector<Extent>>(std::vector<Extent>{
+						 {0, size, kNoBacking}});
 		if (!extents)
 			return std::move(extents).error();
 		r->translation->replace(0, size, *extents, [](BackingId, std::uint64_t) {});

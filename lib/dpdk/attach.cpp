@@ -79,6 +79,9 @@ int mrsync_dpdk::hint(Range run)
 				   run.end - run.start, access);
 	if (rc == 0)
 		hinted_runs.fetch_add(1, std::memory_order_relaxed);
+	else if (rc == -EFAULT) /* freed again before the hint: nothing to register */
+		MRSYNC_DPDK_LOG(DEBUG, "[0x%" PRIx64 ", 0x%" PRIx64 ") went away before its hint: %s\n",
+				run.start, run.end, mrsync_last_error());
 	else
 		MRSYNC_DPDK_LOG(WARNING, "cannot register [0x%" PRIx64 ", 0x%" PRIx64 "): %s\n",
 				run.start, run.end, mrsync_last_error());

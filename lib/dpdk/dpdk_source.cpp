@@ -15,6 +15,10 @@
 #include <cerrno>
 #include <new>
 
+#include <cstdio>
+#include <string>
+
+#include <rte_eal_memconfig.h>
 #include <rte_errno.h>
 #include <rte_memory.h>
 
@@ -52,7 +56,8 @@ Shared &shared()
 
 class DpdkSource final : public RingEventSource {
 public:
-	explicit DpdkSource(const SourceConfig &config) : RingEventSource(config.ring_entries)
+	explicit DpdkSource(const SourceConfig &config)
+		: RingEventSource(config.ring_entries), unguarded_(config.test_unguarded)
 	{
 		std::lock_guard lock(shared().mu);
 		shared().sources.push_back(this);
@@ -61,15 +66,57 @@ public:
 
 	std::string_view name() const noexcept override { return "dpdk"; }
 
-	/* The EAL reports on all its memory: a watch is bookkeeping only. */
-	Result<std::uint64_t> watch(std::uint64_t, std::uint64_t) override { return next_++; }
+	/* The EAL reports on its own memory, the memseg lists: a watch there is
+	 * bookkeeping only. Memory outside them (an external buffer, the
+	 * application's heap) changes without a DPDK event: not ours to vouch
+	 * for, another source of the context must. */
+	Result<std::uint64_t> watch(std::uint64_t va, std::uint64_t len) override
+	{
+		if (!unguarded_ && !eal_memory(va, len))
+			return make_error(ENOTSUP, "dpdk: [" + hex(va) + ", +" + hex(len) +
+							   ") is not memory of the EAL's memseg lists, "
+							   "so its memory events do not cover it");
+		settle();
+		return next_++;
+	}
 	void unwatch(std::uint64_t) noexcept override {}
+
+	/* The EAL reports FREE before it unmaps, both under the memory hotplug
+	 * lock (held for writing): once we can read-lock it, no free is half
+	 * done, and a later one moves the generation before it unmaps. */
+	Status prepare_pin(std::uint64_t, Range) override
+	{
+		settle();
+		return {};
+	}
 
 	/* A fork child shares nothing with the EAL's callbacks of the parent
 	 * (DPDK does not support fork): stop receiving. */
 	void abandon() noexcept override { leave(); }
 
 private:
+	static void settle() noexcept
+	{
+		rte_mcfg_mem_read_lock();
+		rte_mcfg_mem_read_unlock();
+	}
+
+	static bool eal_memory(std::uint64_t va, std::uint64_t len) noexcept
+	{
+		const rte_memseg_list *msl = rte_mem_virt2memseg_list(reinterpret_cast<void *>(va));
+		if (!msl || msl->external)
+			return false;
+		const auto base = reinterpret_cast<std::uint64_t>(msl->base_va);
+		return va + len <= base + msl->len;
+	}
+
+	static std::string hex(std::uint64_t v)
+	{
+		char text[24];
+		std::snprintf(text, sizeof text, "%#llx", static_cast<unsigned long long>(v));
+		return text;
+	}
+
 	void leave() noexcept
 	{
 		std::lock_guard lock(shared().mu);
@@ -77,6 +124,7 @@ private:
 		v.erase(std::remove(v.begin(), v.end(), this), v.end());
 	}
 	std::uint64_t next_ = 1;
+	const bool unguarded_; /* MRSYNC_CTX_F_TEST_UNGUARDED_PINS */
 };
 
 void on_mem_event(enum rte_mem_event type, const void *addr, size_t len, void *)

@@ -3,11 +3,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -124,11 +126,75 @@ bool fully_mapped(Range range) noexcept
 		       MS_ASYNC) == 0;
 }
 
+namespace {
+
+/* PROCMAP_QUERY (Linux 6.11, <linux/fs.h>), spelled out here because the
+ * headers we build against predate it: an ioctl on /proc/self/maps that
+ * answers for one mapping without printing the whole table. */
+struct ProcmapQuery {
+	std::uint64_t size;
+	std::uint64_t query_flags;
+	std::uint64_t query_addr;
+	std::uint64_t vma_start;
+	std::uint64_t vma_end;
+	std::uint64_t vma_flags;
+	std::uint64_t vma_page_size;
+	std::uint64_t vma_offset;
+	std::uint64_t inode;
+	std::uint32_t dev_major;
+	std::uint32_t dev_minor;
+	std::uint32_t vma_name_size;
+	std::uint32_t build_id_size;
+	std::uint64_t vma_name_addr;
+	std::uint64_t build_id_addr;
+};
+constexpr unsigned long kProcmapQuery = _IOWR('f', 17, ProcmapQuery);
+constexpr std::uint64_t kQueryShared = 0x08;
+constexpr std::uint64_t kQueryCoveringOrNext = 0x10;
+
+std::atomic<bool> procmap_query_missing{false};
+
+/* @return the mappings, or nothing when the kernel lacks the ioctl. */
+std::optional<Result<std::vector<Mapping>>> query_mappings(int fd, Range range)
+{
+	std::vector<Mapping> found;
+	char name[512];
+	for (std::uint64_t at = range.start; at < range.end;) {
+		ProcmapQuery q{};
+		q.size = sizeof q;
+		q.query_flags = kQueryCoveringOrNext;
+		q.query_addr = at;
+		q.vma_name_size = sizeof name;
+		q.vma_name_addr = reinterpret_cast<std::uint64_t>(name);
+		if (::ioctl(fd, kProcmapQuery, &q) != 0) {
+			if (errno == ENOENT) /* nothing at or after `at` */
+				break;
+			if (errno == ENOTTY || errno == EINVAL) {
+				procmap_query_missing.store(true, std::memory_order_relaxed);
+				return std::nullopt;
+			}
+			return make_error(errno, "PROCMAP_QUERY on /proc/self/maps failed");
+		}
+		if (q.vma_start >= range.end)
+			break;
+		found.push_back({Range{std::max(q.vma_start, range.start), std::min(q.vma_end, range.end)},
+				 q.vma_name_size ? std::string(name) : std::string(),
+				 (q.vma_flags & kQueryShared) != 0, q.inode, q.vma_page_size});
+		at = q.vma_end;
+	}
+	return found;
+}
+
+} // namespace
+
 Result<std::vector<Mapping>> mappings_in(Range range)
 {
 	UniqueFd fd(::open("/proc/self/maps", O_RDONLY | O_CLOEXEC));
 	if (!fd)
 		return make_error(errno, "cannot open /proc/self/maps");
+	if (!procmap_query_missing.load(std::memory_order_relaxed))
+		if (auto found = query_mappings(fd.get(), range))
+			return std::move(*found);
 	std::string text;
 	char buffer[16384];
 	for (;;) {
@@ -160,10 +226,17 @@ Result<std::vector<Mapping>> mappings_in(Range range)
 			continue;
 		if (mapping.start >= range.end)
 			break;
-		skip_fields(line, 4); /* perms offset dev inode */
+		skip_fields(line, 0);
+		const bool shared = line.size() > 3 && line[3] == 's';
+		skip_fields(line, 3); /* perms offset dev */
+		std::uint64_t inode = 0;
+		auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), inode);
+		(void)ec;
+		line.remove_prefix(static_cast<std::size_t>(end - line.data()));
+		skip_fields(line, 0);
 		found.push_back({Range{std::max(mapping.start, range.start),
 				       std::min(mapping.end, range.end)},
-				 std::string(line)});
+				 std::string(line), shared, inode, 0});
 	}
 	return found;
 }

@@ -56,13 +56,26 @@ std::uint64_t kernel_page_size_at(std::uint64_t va);
 /** A mapping (or the part of it inside the range asked about). */
 struct Mapping {
 	Range range;
-	std::string name; /**< pathname or [heap], [stack], ...; "" if anonymous */
+	std::string name;        /**< pathname or [heap], [stack], ...; "" if anonymous */
+	bool shared = false;     /**< MAP_SHARED (the 's' of /proc/self/maps) */
+	std::uint64_t inode = 0; /**< of the backing file; 0 for anonymous memory */
+	std::uint64_t page_size = 0; /**< the kernel's page size there; 0 = unknown */
+
+	/** Private memory no file backs: only this address space can change its
+	 *  pages, and it does so through calls the kernel can report (unmap,
+	 *  remap, madvise). MAP_PRIVATE|MAP_ANONYMOUS, [heap], [stack], and
+	 *  anonymous hugetlb (an unlinked hugetlbfs file no one else can reach). */
+	bool private_anonymous() const noexcept
+	{
+		return !shared && (inode == 0 || name.starts_with("/anon_hugepage"));
+	}
 };
 
 /**
- * Reads /proc/self/maps: the mappings that intersect `range`, clipped to it,
- * in address order. A snapshot: other threads may change the address space
- * meanwhile. Slow (reads and parses text): error paths and holes only.
+ * The mappings that intersect `range`, clipped to it, in address order: one
+ * PROCMAP_QUERY ioctl per mapping where the kernel has it (Linux 6.11),
+ * else /proc/self/maps read and parsed (slow). A snapshot: other threads may
+ * change the address space meanwhile.
  * @return the mappings, or the errno of opening/reading the file.
  * Thread safety: any thread.
  */

@@ -92,4 +92,18 @@ std::vector<Range> Coverage::covered(Range range) const
 	return parts;
 }
 
+std::vector<Range> Coverage::uncovered(Range range) const
+{
+	std::vector<Range> gaps;
+	std::uint64_t at = range.start;
+	for (const Range &part : covered(range)) {
+		if (at < part.start)
+			gaps.push_back({at, part.start});
+		at = part.end;
+	}
+	if (at < range.end)
+		gaps.push_back({at, range.end});
+	return gaps;
+}
+
 } // namespace mrsync::detail

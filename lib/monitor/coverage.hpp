@@ -35,6 +35,9 @@ public:
 	/** @return the parts of `range` somebody covers, merged, in order. */
 	std::vector<Range> covered(Range range) const;
 
+	/** @return the parts of `range` nobody covers, in order. */
+	std::vector<Range> uncovered(Range range) const;
+
 	/** @return every covered range, merged, in order. */
 	std::vector<Range> all() const { return covered({0, UINT64_MAX}); }
 

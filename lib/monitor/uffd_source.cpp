@@ -186,17 +186,22 @@ public:
 	std::string_view name() const noexcept override { return "userfaultfd"; }
 	/** Registers [va, va + len) rounded out to pages (huge pages inside
 	 *  hugetlb mappings). @return a handle, or EINVAL (empty, wraps), EFAULT
-	 *  (not all mapped), ENOTSUP (a mapping userfaultfd cannot watch), EBUSY
-	 *  (another userfaultfd watches it), ENODEV (abandoned).
+	 *  (not all mapped), ENOTSUP (a mapping userfaultfd cannot register, or
+	 *  one whose pages can change without an event it sees: shared and file
+	 *  mappings), EBUSY (another userfaultfd watches it), ENODEV (abandoned).
 	 *  Thread safety: any thread; takes mu_ (never the monitor's). */
 	Result<std::uint64_t> watch(std::uint64_t va, std::uint64_t len) override;
 	/** Unregisters what no other watch covers; unknown handles are ignored.
 	 *  Thread safety: any thread; takes mu_. */
 	void unwatch(std::uint64_t handle) noexcept override;
-	/** Registers the mapped, watched parts of [va, va + len) again (after
-	 *  mmap(MAP_FIXED) replaced them); holes and unwatched parts are skipped.
-	 *  @return EINVAL (empty, wraps), or the first mapped part that cannot be
-	 *  registered (ENOTSUP, EBUSY), after registering the others.
+	/** Registers the mapped parts of `range` again (after mmap(MAP_FIXED)
+	 *  replaced them; holes are skipped), then checks that userfaultfd sees
+	 *  every change of what is mapped there now. Nothing more: userfaultfd
+	 *  cannot tell when a MADV_DONTNEED it reported has finished zapping
+	 *  (docs/design.md, "What userfaultfd cannot see").
+	 *  @return EINVAL (empty, wraps), ENOTSUP (`handle` does not watch all of
+	 *  `range`; a mapping userfaultfd cannot register or cannot fully see;
+	 *  EBUSY from the kernel), after registering what it could.
 	 *  Thread safety: any thread; takes mu_. */
 	Status prepare_pin(std::uint64_t handle, Range range) override;
 	/** Fork child: closes the descriptors; no join, no unregistering.
@@ -207,7 +212,7 @@ public:
 private:
 	UffdSource(const SourceConfig &config, UniqueFd uffd, UniqueFd stop)
 		: RingEventSource(config.ring_entries), uffd_(std::move(uffd)),
-		  stop_(std::move(stop)), owner_(::getpid())
+		  stop_(std::move(stop)), owner_(::getpid()), unguarded_(config.test_unguarded)
 	{
 	}
 
@@ -223,6 +228,7 @@ private:
 	int register_aligned(Range range, Range &registered) noexcept;
 	Status explain_unmapped(std::string_view what, Range range) const;
 	Status explain_refused(std::string_view what, Range range, int code) const;
+	Status check_sees_all(std::string_view what, Range range) const;
 	Status arm(Range piece);
 	void disarm(Range piece) noexcept;
 
@@ -232,6 +238,7 @@ private:
 	bool thread_started_ = false;
 	bool abandoned_ = false;
 	const pid_t owner_; /* the process whose monitor this is */
+	const bool unguarded_; /* MRSYNC_CTX_F_TEST_UNGUARDED_PINS: no check_sees_all */
 	bool listed_ = false; /* in LiveSources' list */
 	UffdSource *live_prev_ = nullptr; /* that list, under its lock */
 	UffdSource *live_next_ = nullptr;
@@ -510,7 +517,8 @@ Status UffdSource::explain_refused(std::string_view what, Range range, int code)
 	if (code != EINVAL && code != EPERM)
 		return make_error(code, message + ": " + errno_text(code));
 
-	message += ": it can watch anonymous, shared-memory and hugetlbfs mappings only";
+	message += ": it serves private anonymous memory only (other memory needs the mrsync "
+		   "kernel module as the event source: modprobe mrsync)";
 	if (auto mappings = detail::mappings_in(range)) {
 		/* Named mappings other than [heap]/[stack] are the likely culprits. */
 		int listed = 0;
@@ -523,6 +531,36 @@ Status UffdSource::explain_refused(std::string_view what, Range range, int code)
 	}
 	message += " (UFFDIO_REGISTER: " + errno_text(code) + ")";
 	return make_error(ENOTSUP, std::move(message));
+}
+
+/* userfaultfd reports what this address space does to a mapping: unmap,
+ * remap, madvise. The pages of a shared or file-backed mapping also change
+ * through the file or another process -- hole punching, truncation, shmdt,
+ * remap_file_pages, a sharer's madvise -- and of those it reports nothing:
+ * a translation cached on its word would go stale unannounced. */
+Status UffdSource::check_sees_all(std::string_view what, Range range) const
+{
+	if (unguarded_)
+		return {};
+	auto mappings = detail::mappings_in(range);
+	if (!mappings)
+		return make_error(ENOTSUP, std::string(what) + ": cannot tell what is mapped at " +
+						   format_range(range) + " (" +
+						   mappings.error().message + ")");
+	for (const auto &m : *mappings) {
+		if (m.private_anonymous())
+			continue;
+		std::string kind = m.shared ? "a shared mapping" : "a private file mapping";
+		if (!m.name.empty())
+			kind += " of " + m.name;
+		return make_error(ENOTSUP, std::string(what) + ": " + format_range(m.range) + " is " +
+						   kind + ", whose pages can change without an unmap "
+						   "(hole punching, truncation, shmdt, another process); "
+						   "userfaultfd reports none of that, so it needs the "
+						   "mrsync kernel module as the event source "
+						   "(modprobe mrsync)");
+	}
+	return {};
 }
 
 Result<Range> UffdSource::pages_of(std::uint64_t va, std::uint64_t len, std::string_view what) const
@@ -547,10 +585,21 @@ Result<std::uint64_t> UffdSource::watch(std::uint64_t va, std::uint64_t len)
 	if (!detail::fully_mapped(range))
 		return explain_unmapped("watch", range).error();
 
-	std::lock_guard lock(mu_);
+	std::unique_lock lock(mu_);
 	Range registered;
 	if (const int code = register_aligned(range, registered))
 		return explain_refused("watch", range, code).error();
+	/* Classified after registering: a mapping that replaces this one from
+	 * now on is reported (UNMAP), so what we see is what we watch. */
+	if (auto seen = check_sees_all("watch", range); !seen) {
+		try {
+			for (const Range &piece : coverage_.uncovered(registered))
+				disarm(piece);
+		} catch (...) {
+			/* Left registered: only spurious events. */
+		}
+		return std::move(seen).error();
+	}
 	try {
 		coverage_.add(registered);
 		try {
@@ -604,22 +653,25 @@ void UffdSource::disarm(Range piece) noexcept
 	}
 }
 
-Status UffdSource::prepare_pin(std::uint64_t /*handle*/, Range range)
+Status UffdSource::prepare_pin(std::uint64_t handle, Range range)
 {
-	auto pages = pages_of(range.start, range.end - range.start, "rearm");
+	auto pages = pages_of(range.start, range.end - range.start, "pin");
 	if (!pages)
 		return std::move(pages).error();
 	range = *pages;
-
-	std::lock_guard lock(mu_);
-	Status first_error;
-	/* Only what is watched: arming more would never be undone. */
-	for (const Range &piece : coverage_.covered(range)) {
-		Status status = arm(piece);
-		if (!status && first_error)
-			first_error = std::move(status);
+	{
+		std::lock_guard lock(mu_);
+		const auto it = watches_.find(handle);
+		if (it == watches_.end() || range.start < it->second.start ||
+		    it->second.end < range.end)
+			return make_error(ENOTSUP, "pin: " + format_range(range) +
+							   " is not watched by this userfaultfd source");
+		for (const Range &piece : coverage_.covered(range))
+			if (Status armed = arm(piece); !armed)
+				return armed;
 	}
-	return first_error;
+	/* After arming, for the reason watch() gives. */
+	return check_sees_all("pin", range);
 }
 
 /* Registers every mapped part of a watched piece; holes are skipped. */
@@ -630,18 +682,18 @@ Status UffdSource::arm(Range piece)
 	if (code == 0)
 		return {};
 	if (code != EINVAL && code != EBUSY)
-		return explain_refused("rearm", piece, code);
+		return explain_refused("pin", piece, code);
 
 	/* EINVAL: nothing mapped, or some mapping refused; EBUSY: another
 	 * userfaultfd holds some of it. Arm what can be armed, report the rest. */
 	auto mappings = detail::mappings_in(piece);
 	if (!mappings)
-		return explain_refused("rearm", piece, code);
+		return explain_refused("pin", piece, code);
 	Status first_error;
 	for (const auto &mapping : *mappings) {
 		const int part_code = register_aligned(mapping.range, registered);
 		if (part_code != 0 && first_error)
-			first_error = explain_refused("rearm", mapping.range, part_code);
+			first_error = explain_refused("pin", mapping.range, part_code);
 	}
 	return first_error;
 }

@@ -32,7 +32,11 @@ enum mrsync_access {
 	(MRSYNC_ACCESS_LOCAL_WRITE | MRSYNC_ACCESS_REMOTE_WRITE | MRSYNC_ACCESS_REMOTE_READ)
 
 /** Event sources (bitwise OR); 0 picks the kernel module when /dev/mrsync
- *  exists, else userfaultfd. */
+ *  exists, else userfaultfd. Memory is served only if one source of the
+ *  context sees every change of it: the module sees everything; userfaultfd
+ *  private anonymous memory only (and misses two cases, see docs/design.md,
+ *  "What userfaultfd cannot see"); DPDK the EAL's memseg lists; the manual
+ *  source whatever the application reports. */
 enum mrsync_source_kind {
 	MRSYNC_SOURCE_KMOD = 1u << 0,   /**< /dev/mrsync mmu notifiers */
 	MRSYNC_SOURCE_UFFD = 1u << 1,   /**< userfaultfd monitor thread */
@@ -138,9 +142,14 @@ void mrsync_ctx_destroy(struct mrsync_ctx **ctx);
  * The hit path checks each source's generation and reads the cache without a
  * lock, an atomic read-modify-write or an allocation. The registration stays
  * valid (keys, translation of the range) until mrsync_put().
+ * Pages of the range that changed are pinned again, after the change has
+ * completed where the source can tell (the module, DPDK).
  * @return 0; -EINVAL (NULL or zero-length or wrapping range, unknown access bits),
- *         -EFAULT (part of the range is not mapped), -ENOMEM (RLIMIT_MEMLOCK),
- *         -ENOSPC (limits reached and every registration in use).
+ *         -EFAULT (part of the range is not mapped), -ENOTSUP (no event source
+ *         of the context can see every change of that memory, e.g. a shared
+ *         mapping with the userfaultfd source: the message names it),
+ *         -ENOMEM (RLIMIT_MEMLOCK), -ENOSPC (limits reached and every
+ *         registration in use).
  */
 int mrsync_get(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t access,
 	       struct mrsync_reg *out);
@@ -151,7 +160,9 @@ int mrsync_put(struct mrsync_ctx *ctx, struct mrsync_reg *reg);
 
 /**
  * Caches [addr, addr + len) in one registration now, so later mrsync_get()
- * calls anywhere inside it hit (the "whole area" hint).
+ * calls anywhere inside it hit (the "whole area" hint). A hint never pins a
+ * page that changed since it was cached (it may be changing right now): such
+ * pages stay invalid until a mrsync_get() that covers them.
  * @return 0 or the errors of mrsync_get().
  */
 int mrsync_hint(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t access);
