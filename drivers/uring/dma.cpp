@@ -177,12 +177,15 @@ void Hca::Impl::emit(std::uint32_t idx, const detail::Registration *reg, std::ui
 			       const int slot = int(e.backing & detail::kSlotMask);
 			       /* READ_FIXED moves wire -> memory (the NIC writes),
 				* WRITE_FIXED memory -> wire (the NIC reads). */
-			       if (to_memory)
+			       if (to_memory) {
 				       io_uring_prep_read_fixed(sqe, kWireFile, addr, unsigned(n),
 								wire + done, slot);
-			       else
+				       slots[slot].written.store(true, std::memory_order_relaxed);
+			       }
+			       else {
 				       io_uring_prep_write_fixed(sqe, kWireFile, addr, unsigned(n),
 								 wire + done, slot);
+			       }
 			       /* IOSQE_ASYNC: the copy runs on io-wq, not inline in
 				* io_uring_enter under the submission lock, so a large
 				* transfer neither delays map() nor other submitters --

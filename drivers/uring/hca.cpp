@@ -4,6 +4,7 @@
  * and our extent lists together are the device's translation table. */
 #include "uring_pvt.hpp"
 
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
 
@@ -94,6 +95,7 @@ bool Hca::Impl::take_free_slot(std::uint32_t &slot, std::uint32_t &gen) noexcept
 	free_slots.pop_back();
 	auto &s = slots[slot];
 	s.state = detail::SlotState::Pinning;
+	s.written.store(false, std::memory_order_relaxed);
 	s.gen = (s.gen + 1) % detail::kGenLimit;
 	gen = s.gen;
 	return true;
@@ -166,6 +168,10 @@ void Hca::unpin(BackingId backing) noexcept
 		s.live.store(kNoBacking, std::memory_order_relaxed);
 	}
 	impl_->counters.slots_releasing++;
+	/* While our pin still holds the pages (the kernel drops them after the
+	 * update below), like unpin_user_pages_dirty_lock() at an MR's end. */
+	if (impl_->options.dirty_on_unpin && s.written.exchange(false, std::memory_order_relaxed))
+		impl_->dirty_resident(s.va, s.len);
 
 	iovec none{nullptr, 0};
 	__u64 no_tag = 0;
@@ -182,6 +188,38 @@ void Hca::unpin(BackingId backing) noexcept
 	}
 	impl_->counters.slots_releasing--;
 	s.live.store(backing, std::memory_order_release);
+}
+
+/* Marks dirty the pages of [va, va + len) that are still mapped, through the
+ * application's mapping (the kernel offers user space no way to dirty the
+ * pinned pages themselves). A page still mapped there is the pinned one
+ * unless a change replaced it, and a replaced page is one nobody sees any
+ * more. Pages not resident are skipped: populating them would undo the
+ * application's MADV_DONTNEED. MADV_POPULATE_WRITE changes no byte; it fails
+ * harmlessly on a read-only or unmapped range. */
+void Hca::Impl::dirty_resident(std::uint64_t va, std::uint64_t len) noexcept
+{
+	const std::uint64_t pages = len / kEntryGranularity;
+	std::vector<unsigned char> resident;
+	try {
+		resident.resize(pages);
+	} catch (...) {
+		return;
+	}
+	if (::mincore(reinterpret_cast<void *>(va), len, resident.data()) != 0)
+		return;
+	for (std::uint64_t i = 0; i < pages;) {
+		if (!(resident[i] & 1)) {
+			++i;
+			continue;
+		}
+		std::uint64_t j = i;
+		while (j < pages && (resident[j] & 1))
+			++j;
+		(void)::madvise(reinterpret_cast<void *>(va + i * kEntryGranularity),
+				(j - i) * kEntryGranularity, MADV_POPULATE_WRITE);
+		i = j;
+	}
 }
 
 Status Hca::Impl::check_translation(const detail::Registration &reg,

@@ -132,6 +132,8 @@ struct Slot {
 	 *  submission lock, so a request that saw it live is already in the
 	 *  kernel holding the old buffer when the slot is emptied. */
 	std::atomic<BackingId> live{kNoBacking};
+	/** DMA wrote into this backing since it was pinned (unpin dirties). */
+	std::atomic<bool> written{false};
 };
 
 inline BackingId backing_id(std::uint32_t slot, std::uint32_t gen) noexcept
@@ -196,6 +198,7 @@ struct Hca::Impl {
 
 	/* hca.cpp */
 	Status check_translation(const detail::Registration &reg, std::span<const Extent> extents);
+	void dirty_resident(std::uint64_t va, std::uint64_t len) noexcept;
 	bool take_free_slot(std::uint32_t &slot, std::uint32_t &gen) noexcept;
 
 	/* dma.cpp */

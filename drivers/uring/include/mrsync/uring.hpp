@@ -71,6 +71,12 @@ struct HcaOptions {
 	/** Bytes of the staging memfd (the wire): the DMA bytes in flight at
 	 *  once. A multiple of 64 KiB, at least kMaxRequestBytes. */
 	std::uint64_t staging_bytes = 64ull << 20;
+	/** Dirty the pages DMA wrote when their backing is unpinned, as an RDMA
+	 *  driver does (unpin_user_pages_dirty_lock): io_uring's own unpin
+	 *  leaves them clean, and a clean page after MADV_FREE is discarded
+	 *  with what DMA wrote into it. false: TEST ONLY, io_uring's behaviour,
+	 *  for the negative control. */
+	bool dirty_on_unpin = true;
 };
 
 /** A snapshot of the HCA's counters. */
