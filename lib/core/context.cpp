@@ -352,10 +352,11 @@ void Context::unwatch_locked(std::span<const std::uint64_t> handles) noexcept
 std::vector<Range> Context::pending_locked(std::uint64_t start, std::uint64_t end)
 {
 	/* Entries a resync left invalid: their pages changed, and the change
-	 * may still be in progress (an event can precede it). */
+	 * may still be in progress (an event can precede it). Retired regions
+	 * count: they are kept current for their holders until freed. */
 	std::vector<Range> pending;
 	for (Region *r : overlapping_locked(start, end)) {
-		if (r->state != Region::State::live)
+		if (r->state == Region::State::free)
 			continue;
 		const std::uint64_t base = r->begin_va();
 		const std::uint64_t from = std::max(start, base), to = std::min(end, r->end_va());
