@@ -228,6 +228,11 @@ struct mrsync_kmod_stats {
  *   4. load the generation again: if it is not g, a change may have started
  *      before or during the pin: drain, drop what it covers, pin again.
  *
+ * This holds for the first pin of a new watch too (WATCH, then the steps):
+ * a watch created while an invalidation of the mm is running counts as
+ * invalidated by it (the kernel seeds its sequence so), and READ_BEGIN on
+ * it waits for that invalidation, which its callback never saw.
+ *
  * The order matters: g is loaded before READ_BEGIN. A change that bumps the
  * generation after READ_BEGIN returned may still be zapping pages while step
  * 3 runs; with g loaded before it, step 4 sees that bump. Loaded after it,
