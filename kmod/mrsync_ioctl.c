@@ -15,7 +15,7 @@ static long mrsync_ioc_version(void __user *uarg)
 {
 	struct mrsync_kmod_version v = {
 		.abi_version = MRSYNC_ABI_VERSION,
-		.features = MRSYNC_FEATURE_CONSUME,
+		.features = MRSYNC_FEATURE_CONSUME | MRSYNC_FEATURE_READ_BEGIN,
 		.ring_offset = PAGE_SIZE,
 		.entry_size = sizeof(struct mrsync_kmod_event),
 		.ring_min = MRSYNC_RING_MIN,
@@ -93,6 +93,24 @@ static long mrsync_ioc_consume(struct mrsync_file *f, void __user *uarg)
 	return mrsync_consume(f, c.tail);
 }
 
+static long mrsync_ioc_read_begin(struct mrsync_file *f, void __user *uarg)
+{
+	struct mrsync_kmod_read_begin rb;
+	u64 seq;
+	int ret;
+
+	if (copy_from_user(&rb, uarg, sizeof(rb)))
+		return -EFAULT;
+	if (rb.flags || rb.reserved)
+		return -EINVAL;
+	/* may sleep until the invalidations in progress end */
+	ret = mrsync_watch_read_begin(f, rb.id, &seq);
+	if (ret)
+		return ret;
+	rb.seq = seq;
+	return copy_to_user(uarg, &rb, sizeof(rb)) ? -EFAULT : 0;
+}
+
 static long mrsync_ioc_stats(struct mrsync_file *f, void __user *uarg)
 {
 	struct mrsync_kmod_stats st = {};
@@ -113,6 +131,7 @@ long mrsync_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case MRSYNC_IOC_UNWATCH:
 	case MRSYNC_IOC_CONSUME:
 	case MRSYNC_IOC_STATS:
+	case MRSYNC_IOC_READ_BEGIN:
 		break;
 	default:
 		return -ENOTTY;
@@ -133,6 +152,8 @@ long mrsync_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return mrsync_ioc_consume(f, uarg);
 	case MRSYNC_IOC_STATS:
 		return mrsync_ioc_stats(f, uarg);
+	case MRSYNC_IOC_READ_BEGIN:
+		return mrsync_ioc_read_begin(f, uarg);
 	}
 	return -ENOTTY;
 }

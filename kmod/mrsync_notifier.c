@@ -268,12 +268,18 @@ out_unlock:
 	return ret;
 }
 
+/* Ids are xarray indices in [1, U32_MAX]; anything else names no watch. */
+static bool mrsync_id_valid(u64 id)
+{
+	return id != 0 && id <= U32_MAX;
+}
+
 /* Returns once no invalidate callback of the watch is running. */
 int mrsync_watch_remove(struct mrsync_file *f, u64 id)
 {
 	struct mrsync_watch_node *w = NULL;
 
-	if (id == 0 || id > U32_MAX)
+	if (!mrsync_id_valid(id))
 		return -ENOENT;
 
 	mutex_lock(&f->watch_lock);
@@ -287,6 +293,54 @@ int mrsync_watch_remove(struct mrsync_file *f, u64 id)
 	mmu_interval_notifier_remove(&w->mni); /* waits for a running callback */
 	kfree(w);
 	return 0;
+}
+
+/*
+ * MRSYNC_IOC_READ_BEGIN: returns once no invalidation of the watch's interval
+ * is in progress (mmu_interval_read_begin()), with the sequence it returned.
+ *
+ * The node must outlive the wait, which lasts as long as the invalidations of
+ * the mm running when it starts (a whole munmap of a large range). Scheme:
+ * watch_lock is held across the wait. UNWATCH erases the node from the
+ * xarray under watch_lock before it removes and frees it, so it cannot take
+ * the node from under us; release cannot run at all, since this ioctl holds
+ * a reference to the file (and the file holds the mm).
+ *
+ * Sleeping with watch_lock held cannot deadlock, because nothing an
+ * invalidation waits for takes watch_lock: the invalidate callback takes
+ * only `lock`, and no path that holds mmap_lock, `lock` or is inside an
+ * invalidation (reclaim included) takes watch_lock. The lock order stays
+ * watch_lock -> mmap_lock -> invalidate_range_start -> lock: the lockdep
+ * annotation in mmu_interval_read_begin() (it "acquires" the
+ * invalidate_range_start map) adds watch_lock -> invalidate_range_start,
+ * which that order already implies (mmu_interval_notifier_insert() takes
+ * mmap_lock under watch_lock; munmap starts invalidations under mmap_lock).
+ * `lock` must not be held here: the invalidate we wait for takes it.
+ *
+ * The price is that WATCH, UNWATCH and other READ_BEGINs of this file wait
+ * for the invalidation too. They would mostly wait anyway: a concurrent
+ * READ_BEGIN waits for the same mm-wide end of invalidations, UNWATCH of a
+ * watch being invalidated waits for it in mmu_interval_notifier_remove(),
+ * and lib/monitor calls all three under its context lock. A reference count
+ * per node would let them pass at the cost of a get/put per call and a
+ * deferred free shared by UNWATCH and release.
+ */
+int mrsync_watch_read_begin(struct mrsync_file *f, u64 id, u64 *seq)
+{
+	struct mrsync_watch_node *w;
+	int ret = 0;
+
+	if (!mrsync_id_valid(id))
+		return -ENOENT;
+
+	mutex_lock(&f->watch_lock);
+	w = xa_load(&f->watches, id);
+	if (w)
+		*seq = mmu_interval_read_begin(&w->mni);
+	else
+		ret = -ENOENT;
+	mutex_unlock(&f->watch_lock);
+	return ret;
 }
 
 /* Last reference to the file is gone: no ioctl can run concurrently. */

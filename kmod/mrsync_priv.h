@@ -38,12 +38,21 @@ struct mrsync_ring {
  * One open file. Locks, outermost first:
  *   watch_lock  (mutex) id allocation + notifier insertion vs unwatch; held
  *               while mmu_interval_notifier_insert() takes mmap_lock, so it
- *               is never taken under mmap_lock.
+ *               is never taken under mmap_lock. Also held by READ_BEGIN
+ *               across mmu_interval_read_begin(), which sleeps until the
+ *               invalidations running in the mm end: this keeps the watch
+ *               node alive (unwatch erases it under this lock before freeing
+ *               it), and is safe because nothing an invalidation waits for
+ *               takes watch_lock (mrsync_watch_read_begin()).
  *   setup_lock  (mutex) ring size and `frozen`; taken under mmap_lock by
  *               mmap, so nothing that holds it may fault or take mmap_lock.
  *   lock        (spinlock) the ring and the counters; taken by the
  *               invalidate callback, which may not sleep: nothing allocates
- *               or touches user memory while holding it.
+ *               or touches user memory while holding it, nor waits for an
+ *               invalidation (mmu_interval_read_begin()) with it held.
+ *
+ * Order: watch_lock -> mmap_lock -> (invalidate_range_start) -> lock, and
+ * mmap_lock -> setup_lock -> lock.
  */
 struct mrsync_file {
 	struct mm_struct *mm;           /* the opener's, mmgrab()ed */
@@ -82,6 +91,7 @@ void mrsync_freeze(struct mrsync_file *f);
 int mrsync_set_ring(struct mrsync_file *f, u64 entries);
 int mrsync_watch_add(struct mrsync_file *f, u64 addr, u64 len, u64 cookie, u64 *id);
 int mrsync_watch_remove(struct mrsync_file *f, u64 id);
+int mrsync_watch_read_begin(struct mrsync_file *f, u64 id, u64 *seq);
 void mrsync_watch_remove_all(struct mrsync_file *f);
 int mrsync_consume(struct mrsync_file *f, u64 tail);
 void mrsync_get_stats(struct mrsync_file *f, struct mrsync_kmod_stats *st);

@@ -13,6 +13,12 @@
  * slots can be reused. A change that finds the ring full has no entry but
  * moves the header's overflow count: drain() then returns true once.
  *
+ * prepare_pin() is MRSYNC_IOC_READ_BEGIN on the watch: the module reports a
+ * change when its invalidation starts, before the pages are zapped, and the
+ * ioctl waits until that invalidation has ended (mmu_interval_read_begin), so
+ * a pin taken next never takes a page the kernel is about to drop. It needs
+ * ABI 1.1 with MRSYNC_FEATURE_READ_BEGIN; open_device() refuses older modules.
+ *
  * Fork: the module does not copy the mapping into a child (and the child's
  * file would be refused anyway, -EBADFD). A child's hit path may still load
  * the generation word before the core rebuilds, so a pthread_atfork child
@@ -76,12 +82,15 @@ Result<UniqueFd> open_device(mrsync_kmod_version &version)
 				  std::string(kDevice) + ": version handshake failed: " +
 					  errno_text(err) + " (not the mrsync module?)");
 	const std::uint64_t major = version.abi_version >> 16, minor = version.abi_version & 0xffff;
+	const std::string found = std::string(kDevice) + ": module ABI " + std::to_string(major) +
+				  "." + std::to_string(minor);
+	const std::string needed = "this library needs " + std::to_string(MRSYNC_ABI_MAJOR) + "." +
+				   std::to_string(MRSYNC_ABI_MINOR);
 	if (major != MRSYNC_ABI_MAJOR || version.abi_version < MRSYNC_ABI_VERSION)
-		return make_error(EPROTO,
-				  std::string(kDevice) + ": module ABI " + std::to_string(major) +
-					  "." + std::to_string(minor) + ", this library needs " +
-					  std::to_string(MRSYNC_ABI_MAJOR) + "." +
-					  std::to_string(MRSYNC_ABI_MINOR) + " or a later minor");
+		return make_error(EPROTO, found + ", " + needed + " or a later minor");
+	if (!(version.features & MRSYNC_FEATURE_READ_BEGIN))
+		return make_error(EPROTO, found + " does not report MRSYNC_FEATURE_READ_BEGIN; " +
+						  needed + " with it");
 	if (version.entry_size != sizeof(mrsync_kmod_event) || !(version.features & MRSYNC_FEATURE_CONSUME))
 		return make_error(EPROTO, std::string(kDevice) + ": unexpected ring layout");
 	return fd;
@@ -228,6 +237,32 @@ public:
 			return;
 		mrsync_kmod_unwatch u{handle, 0};
 		(void)xioctl(fd_.get(), MRSYNC_IOC_UNWATCH, &u);
+	}
+
+	/*
+	 * The begin half of the pin protocol (<linux/mrsync.h>, READ_BEGIN):
+	 * returns once no invalidation of the watch `handle` is in progress, so
+	 * a change already reported has zapped its pages and the pin that
+	 * follows takes the new ones. The module watches addresses, not
+	 * mappings, so nothing needs re-arming and `range` (inside the watch)
+	 * only names the pin in messages. The retry half is the core's check of
+	 * generation() after the pin.
+	 * Thread safety: any thread (one ioctl); may sleep until the
+	 * invalidations running in the process end.
+	 */
+	Status prepare_pin(std::uint64_t handle, Range range) override
+	{
+		if (forked_.load(std::memory_order_acquire))
+			return make_error(EBADFD, "prepare_pin: the kmod source belongs to the "
+						  "parent process");
+		mrsync_kmod_read_begin rb{};
+		rb.id = handle;
+		if (int err = xioctl(fd_.get(), MRSYNC_IOC_READ_BEGIN, &rb))
+			return make_error(err, "prepare_pin " + detail::format_range(range) +
+						       ": READ_BEGIN on watch " +
+						       std::to_string(handle) +
+						       " of /dev/mrsync: " + errno_text(err));
+		return {};
 	}
 
 	/* Fork child: the file belongs to the parent's mm; close it only. The

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -69,7 +70,10 @@ TEST(Abi, VersionHandshake)
 	mrsync_kmod_version v{};
 	ASSERT_EQ(xioctl(fd.get(), MRSYNC_IOC_VERSION, &v), 0);
 	EXPECT_EQ(v.abi_version, static_cast<std::uint64_t>(MRSYNC_ABI_VERSION));
+	EXPECT_EQ(v.abi_version, (1u << 16) | 1u) << "ABI 1.1: READ_BEGIN";
 	EXPECT_TRUE(v.features & MRSYNC_FEATURE_CONSUME);
+	EXPECT_TRUE(v.features & MRSYNC_FEATURE_READ_BEGIN);
+	EXPECT_EQ(v.features & ~(MRSYNC_FEATURE_CONSUME | MRSYNC_FEATURE_READ_BEGIN), 0u);
 	EXPECT_EQ(v.entry_size, sizeof(mrsync_kmod_event));
 	EXPECT_EQ(v.ring_offset, kPage);
 	EXPECT_EQ(v.ring_min, static_cast<std::uint64_t>(MRSYNC_RING_MIN));
@@ -82,7 +86,10 @@ TEST(Abi, UnknownCommandsAreENOTTY)
 	Fd fd;
 	std::uint64_t buf[16] = {};
 	EXPECT_EQ(xioctl(fd.get(), _IO(MRSYNC_IOC_MAGIC, 0x40), buf), -ENOTTY);
+	EXPECT_EQ(xioctl(fd.get(), _IOWR(MRSYNC_IOC_MAGIC, 0x07, mrsync_kmod_stats), buf), -ENOTTY);
 	EXPECT_EQ(xioctl(fd.get(), _IOWR(MRSYNC_IOC_MAGIC, 0x06, mrsync_kmod_stats), buf), -ENOTTY);
+	EXPECT_EQ(xioctl(fd.get(), _IOW(MRSYNC_IOC_MAGIC, 0x06, mrsync_kmod_read_begin), buf),
+		  -ENOTTY);
 	/* a known ordinal with the wrong size or direction is another command */
 	EXPECT_EQ(xioctl(fd.get(), _IOR(MRSYNC_IOC_MAGIC, 0x02, std::uint64_t), buf), -ENOTTY);
 	EXPECT_EQ(xioctl(fd.get(), _IOW(MRSYNC_IOC_MAGIC, 0x00, mrsync_kmod_version), buf), -ENOTTY);
@@ -95,8 +102,76 @@ TEST(Abi, BadPointersAreEFAULT)
 	Fd fd;
 	void *bad = reinterpret_cast<void *>(8);
 	for (unsigned long cmd : {MRSYNC_IOC_VERSION, MRSYNC_IOC_SET_RING, MRSYNC_IOC_WATCH,
-				  MRSYNC_IOC_UNWATCH, MRSYNC_IOC_CONSUME, MRSYNC_IOC_STATS})
+				  MRSYNC_IOC_UNWATCH, MRSYNC_IOC_CONSUME, MRSYNC_IOC_STATS,
+				  MRSYNC_IOC_READ_BEGIN})
 		EXPECT_EQ(xioctl(fd.get(), cmd, bad), -EFAULT) << std::hex << cmd;
+}
+
+TEST(Abi, ReadBegin)
+{
+	Dev dev(0, false);
+	Anon a(4 * kPage);
+	std::uint64_t id = 0;
+	ASSERT_EQ(dev.watch(a.get(), a.len(), 5, &id), 0);
+	auto read_begin = [&](mrsync_kmod_read_begin rb) {
+		return xioctl(dev.fd(), MRSYNC_IOC_READ_BEGIN, &rb);
+	};
+
+	/* a fresh watch: nothing is being invalidated, returns at once */
+	mrsync_kmod_read_begin rb{};
+	rb.id = id;
+	rb.seq = 0x5eb0;
+	ASSERT_EQ(xioctl(dev.fd(), MRSYNC_IOC_READ_BEGIN, &rb), 0);
+	EXPECT_EQ(rb.id, id);
+	EXPECT_EQ(rb.flags, 0u);
+	EXPECT_EQ(rb.reserved, 0u);
+	EXPECT_EQ(dev.read_begin(id), 0);
+	/* after changes of the range too (they are over when munmap returns) */
+	a.touch();
+	ASSERT_EQ(madvise(a.get(), a.len(), MADV_DONTNEED), 0);
+	EXPECT_EQ(dev.read_begin(id), 0);
+
+	/* flags and reserved first, before the id is looked at */
+	rb = {id, 1, 0, 0};
+	EXPECT_EQ(read_begin(rb), -EINVAL);
+	rb = {id, 1ull << 63, 0, 0};
+	EXPECT_EQ(read_begin(rb), -EINVAL);
+	rb = {id, 0, 0, 1};
+	EXPECT_EQ(read_begin(rb), -EINVAL);
+	rb = {0, 1, 0, 0};
+	EXPECT_EQ(read_begin(rb), -EINVAL);
+	rb = {id + 1000, 0, 0, ~0ull};
+	EXPECT_EQ(read_begin(rb), -EINVAL);
+	/* the output field may hold anything on input */
+	rb = {id, 0, ~0ull, 0};
+	EXPECT_EQ(read_begin(rb), 0);
+
+	/* ids that name no watch of this file */
+	const std::uint64_t big = std::uint64_t{1} << 32;
+	for (std::uint64_t bad : {std::uint64_t{0}, id + 1000, big, big + id, ~std::uint64_t{0}})
+		EXPECT_EQ(dev.read_begin(bad), -ENOENT) << bad;
+	Dev other(0, false);
+	EXPECT_EQ(other.read_begin(id), -ENOENT);
+	/* an unwatched id */
+	ASSERT_EQ(dev.unwatch(id), 0);
+	EXPECT_EQ(dev.read_begin(id), -ENOENT);
+
+	/* the result is written back: a read-only argument is EFAULT */
+	std::uint64_t id2 = 0;
+	ASSERT_EQ(dev.watch(a.get(), a.len(), 6, &id2), 0);
+	void *ro = mmap(nullptr, 2 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			-1, 0);
+	ASSERT_NE(ro, MAP_FAILED);
+	ASSERT_EQ(mprotect(static_cast<char *>(ro) + kPage, kPage, PROT_NONE), 0);
+	*static_cast<mrsync_kmod_read_begin *>(ro) = {id2, 0, 0, 0};
+	ASSERT_EQ(mprotect(ro, kPage, PROT_READ), 0);
+	EXPECT_EQ(xioctl(dev.fd(), MRSYNC_IOC_READ_BEGIN, ro), -EFAULT);
+	/* an argument that ends in the inaccessible page */
+	void *edge = static_cast<char *>(ro) + kPage - 8;
+	ASSERT_EQ(mprotect(ro, kPage, PROT_READ | PROT_WRITE), 0);
+	EXPECT_EQ(xioctl(dev.fd(), MRSYNC_IOC_READ_BEGIN, edge), -EFAULT);
+	munmap(ro, 2 * kPage);
+	EXPECT_EQ(xioctl(dev.fd(), MRSYNC_IOC_READ_BEGIN, nullptr), -EFAULT);
 }
 
 TEST(Abi, SetRing)
@@ -312,7 +387,7 @@ TEST(Abi, MmapRules)
 
 /*
  * Random commands and arguments, bounded by count and time. Commands are our
- * six with random sizes and directions mixed in, arguments are random bytes
+ * seven with random sizes and directions mixed in, arguments are random bytes
  * in a valid buffer or a random pointer. Watches may land anywhere, including
  * on the test's own mappings: that only makes events.
  */
@@ -321,7 +396,8 @@ TEST(Abi, RandomIoctlsLeaveTheKernelQuiet)
 	std::mt19937_64 rng(0x6d7273796e63ull);
 	const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(8);
 	const unsigned long cmds[] = {MRSYNC_IOC_VERSION, MRSYNC_IOC_SET_RING, MRSYNC_IOC_WATCH,
-				      MRSYNC_IOC_UNWATCH, MRSYNC_IOC_CONSUME, MRSYNC_IOC_STATS};
+				      MRSYNC_IOC_UNWATCH, MRSYNC_IOC_CONSUME, MRSYNC_IOC_STATS,
+				      MRSYNC_IOC_READ_BEGIN};
 	alignas(8) unsigned char buf[256];
 	unsigned long calls = 0;
 	int results[8] = {};
@@ -337,7 +413,7 @@ TEST(Abi, RandomIoctlsLeaveTheKernelQuiet)
 			switch (rng() % 4) {
 			case 0:
 			case 1:
-				cmd = cmds[rng() % 6];
+				cmd = cmds[rng() % std::size(cmds)];
 				break;
 			case 2:
 				cmd = _IOC(rng() % 4, MRSYNC_IOC_MAGIC, rng() % 8, rng() % 256);
@@ -360,6 +436,7 @@ TEST(Abi, RandomIoctlsLeaveTheKernelQuiet)
 			case 1: /* plausible small ids, tails, ring sizes */
 				words[0] = rng() % 64;
 				words[1] = 0;
+				words[3] = 0; /* READ_BEGIN's reserved */
 				break;
 			default:
 				break;

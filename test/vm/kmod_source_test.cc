@@ -2,8 +2,9 @@
 /*
  * lib/monitor's kmod source against the real module: the generation word is
  * the module's, drain() returns the changed ranges and reports overflow once,
- * unwatch stops events, and a fork child can still load the generation word
- * while the source refuses to work for it.
+ * unwatch stops events, prepare_pin() is READ_BEGIN on the watch, and a fork
+ * child can still load the generation word while the source refuses to work
+ * for it (EBADFD).
  */
 #include <gtest/gtest.h>
 
@@ -103,6 +104,42 @@ TEST(KmodSource, BadRangesAreRefused)
 	EXPECT_EQ(far.error().code, ERANGE);
 }
 
+TEST(KmodSource, PreparePinIsReadBeginOnTheWatch)
+{
+	auto source = make_source();
+	ASSERT_NE(source, nullptr);
+	char *p = map_pages(4);
+	ASSERT_NE(p, nullptr);
+	const std::uint64_t base = reinterpret_cast<std::uint64_t>(p);
+	auto handle = source->watch(base, 4 * kPage);
+	ASSERT_TRUE(handle) << handle.error().message;
+	const mrsync::Range range{base, base + 2 * kPage};
+	auto ok = source->prepare_pin(*handle, range);
+	EXPECT_TRUE(ok) << ok.error().message;
+	/* after a change (complete once madvise returns): still at once */
+	p[0] = 1;
+	ASSERT_EQ(madvise(p, 4 * kPage, MADV_DONTNEED), 0);
+	ok = source->prepare_pin(*handle, range);
+	EXPECT_TRUE(ok) << ok.error().message;
+	/* the unmapped addresses stay watched: nothing to re-arm */
+	ASSERT_EQ(munmap(p, 4 * kPage), 0);
+	ok = source->prepare_pin(*handle, range);
+	EXPECT_TRUE(ok) << ok.error().message;
+
+	/* a handle that is not a watch of this source: the module's ENOENT */
+	for (std::uint64_t bad : {std::uint64_t{0}, *handle + 1000}) {
+		auto refused = source->prepare_pin(bad, range);
+		ASSERT_FALSE(refused) << bad;
+		EXPECT_EQ(refused.error().code, ENOENT);
+		EXPECT_NE(refused.error().message.find("READ_BEGIN"), std::string::npos)
+			<< refused.error().message;
+	}
+	source->unwatch(*handle);
+	auto gone = source->prepare_pin(*handle, range);
+	ASSERT_FALSE(gone);
+	EXPECT_EQ(gone.error().code, ENOENT);
+}
+
 TEST(KmodSource, OverflowIsReportedOnce)
 {
 	auto source = make_source(2);
@@ -132,7 +169,8 @@ TEST(KmodSource, ForkChildCanLoadTheGenerationButNotUseTheSource)
 	ASSERT_NE(source, nullptr);
 	char *p = map_pages(4);
 	ASSERT_NE(p, nullptr);
-	ASSERT_TRUE(source->watch(reinterpret_cast<std::uint64_t>(p), 4 * kPage));
+	auto handle = source->watch(reinterpret_cast<std::uint64_t>(p), 4 * kPage);
+	ASSERT_TRUE(handle) << handle.error().message;
 	pid_t pid = fork();
 	ASSERT_GE(pid, 0);
 	if (pid == 0) {
@@ -141,6 +179,10 @@ TEST(KmodSource, ForkChildCanLoadTheGenerationButNotUseTheSource)
 		std::vector<mrsync::Range> out;
 		bad |= !source->drain(out) << 0; /* "resync everything" */
 		bad |= static_cast<bool>(source->watch(reinterpret_cast<std::uint64_t>(p), kPage)) << 1;
+		/* the parent's watch: refused before any ioctl, like watch */
+		const std::uint64_t base = reinterpret_cast<std::uint64_t>(p);
+		auto pin = source->prepare_pin(*handle, {base, base + kPage});
+		bad |= (pin || pin.error().code != EBADFD) << 2;
 		source->unwatch(1);
 		source->abandon();
 		(void)load(source->generation());
@@ -153,6 +195,9 @@ TEST(KmodSource, ForkChildCanLoadTheGenerationButNotUseTheSource)
 	EXPECT_EQ(WEXITSTATUS(status), 0);
 	/* the parent's source works on */
 	const std::uint64_t g0 = load(source->generation());
+	const std::uint64_t base = reinterpret_cast<std::uint64_t>(p);
+	auto pin = source->prepare_pin(*handle, {base, base + kPage});
+	EXPECT_TRUE(pin) << pin.error().message;
 	ASSERT_EQ(munmap(p, 4 * kPage), 0);
 	EXPECT_GT(load(source->generation()), g0);
 	std::vector<mrsync::Range> out;

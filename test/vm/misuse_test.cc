@@ -58,12 +58,14 @@ bool foreign_file_is_refused(int fd)
 	mrsync_kmod_ring_config rc{16, 0};
 	mrsync_kmod_unwatch u{1, 0};
 	mrsync_kmod_consume c{0, 0};
+	mrsync_kmod_read_begin rb{1, 0, 0, 0};
 	bool ok = xioctl(fd, MRSYNC_IOC_VERSION, buf) == -EBADFD &&
 		  xioctl(fd, MRSYNC_IOC_STATS, buf) == -EBADFD &&
 		  xioctl(fd, MRSYNC_IOC_WATCH, &w) == -EBADFD &&
 		  xioctl(fd, MRSYNC_IOC_UNWATCH, &u) == -EBADFD &&
 		  xioctl(fd, MRSYNC_IOC_CONSUME, &c) == -EBADFD &&
 		  xioctl(fd, MRSYNC_IOC_SET_RING, &rc) == -EBADFD &&
+		  xioctl(fd, MRSYNC_IOC_READ_BEGIN, &rb) == -EBADFD &&
 		  xioctl(fd, _IO(MRSYNC_IOC_MAGIC, 0x40), buf) == -ENOTTY;
 	void *p = mmap(nullptr, kPage, PROT_READ, MAP_SHARED, fd, 0);
 	ok = ok && p == MAP_FAILED && errno == EBADFD;
@@ -153,6 +155,8 @@ TEST(Misuse, ForkChildGetsEBADFDAndNoEvents)
 	ASSERT_GE(pid, 0);
 	if (pid == 0) {
 		CHILD_CHECK(foreign_file_is_refused(dev.fd()));
+		/* the parent's live watch too: the child cannot wait on it */
+		CHILD_CHECK(dev.read_begin(id) == -EBADFD);
 		/* the ring is not inherited: nothing to read the parent's events from */
 		CHILD_CHECK(!is_mapped(dev.hdr()));
 		/* changing the child's copy of the range is not the parent's event */
@@ -277,7 +281,8 @@ TEST(Misuse, CloseWhileRingMappedKeepsTheRingReadable)
 
 /*
  * Threads race watch/unwatch against munmap/mmap(MAP_FIXED)/madvise over one
- * region while a reader drains and consumes. Every event must be a whole,
+ * region while a reader drains and consumes and another thread waits in
+ * READ_BEGIN on watches being removed. Every event must be a whole,
  * page-aligned range inside the range its cookie names; nothing is torn.
  */
 TEST(Misuse, ThreadsRaceWatchUnwatchAgainstMunmap)
@@ -344,6 +349,20 @@ TEST(Misuse, ThreadsRaceWatchUnwatchAgainstMunmap)
 			remaps++;
 		}
 	};
+	/* READ_BEGIN on ids the watchers create and remove concurrently: 0 or
+	 * ENOENT, never anything else, and the node never freed under it */
+	std::atomic<unsigned long> begins{0};
+	auto beginner = [&](unsigned seed) {
+		std::mt19937 rng(seed);
+		while (!stop.load(std::memory_order_relaxed)) {
+			const std::uint64_t id = 1 + rng() % (watches.load() + 1);
+			const int r = dev.read_begin(id);
+			if (r != 0 && r != -ENOENT)
+				bad++;
+			begins += r == 0;
+			std::this_thread::yield();
+		}
+	};
 	auto reader = [&] {
 		while (!stop.load(std::memory_order_relaxed)) {
 			auto d = dev.drain();
@@ -366,6 +385,7 @@ TEST(Misuse, ThreadsRaceWatchUnwatchAgainstMunmap)
 	threads.emplace_back(mapper, 3);
 	threads.emplace_back(mapper, 4);
 	threads.emplace_back(reader);
+	threads.emplace_back(beginner, 5);
 	/* at least 4 s and 200 remaps (TLB shootdowns are slow under TCG on a
 	 * busy host), at most 20 s */
 	const auto t0 = std::chrono::steady_clock::now();
@@ -380,12 +400,14 @@ TEST(Misuse, ThreadsRaceWatchUnwatchAgainstMunmap)
 	for (auto &t : threads)
 		t.join();
 
-	std::printf("race: %lu watches, %lu remaps, %lu events, %lu overflowed drains\n",
-		    watches.load(), remaps.load(), events.load(), lost.load());
+	std::printf("race: %lu watches, %lu remaps, %lu events, %lu overflowed drains, "
+		    "%lu read_begins on live watches\n",
+		    watches.load(), remaps.load(), events.load(), lost.load(), begins.load());
 	EXPECT_EQ(bad.load(), 0u);
 	EXPECT_GT(watches.load(), 100u);
 	EXPECT_GT(remaps.load(), 50u);
 	EXPECT_GT(events.load(), 0u);
+	EXPECT_GT(begins.load(), 0u);
 	mrsync_kmod_stats st = dev.stats();
 	EXPECT_EQ(st.watches, 0u);
 	EXPECT_EQ(st.recorded + st.overflow, st.generation);
@@ -416,8 +438,10 @@ TEST(Misuse, KilledWithWatchesActive)
 			});
 			for (unsigned i = 0;; i++) {
 				std::uint64_t id = 0;
-				if (dev.watch(a.get() + (i % 64) * kPage, kPage, i, &id) == 0)
+				if (dev.watch(a.get() + (i % 64) * kPage, kPage, i, &id) == 0) {
+					dev.read_begin(id); /* may be waiting when killed */
 					dev.unwatch(id);
+				}
 			}
 		}
 		close(ready[1]);

@@ -97,6 +97,16 @@ public:
 		mrsync_kmod_unwatch u{id, 0};
 		return xioctl(fd_, MRSYNC_IOC_UNWATCH, &u);
 	}
+	/** MRSYNC_IOC_READ_BEGIN on a watch; waits for its invalidation to end. */
+	int read_begin(std::uint64_t id, std::uint64_t *seq = nullptr)
+	{
+		mrsync_kmod_read_begin rb{};
+		rb.id = id;
+		int ret = xioctl(fd_, MRSYNC_IOC_READ_BEGIN, &rb);
+		if (ret == 0 && seq)
+			*seq = rb.seq;
+		return ret;
+	}
 	int consume(std::uint64_t tail)
 	{
 		mrsync_kmod_consume c{tail, 0};

@@ -23,7 +23,7 @@
 /* Major.minor of this ABI: a client accepts a module whose major equals its
  * own and whose minor is at least the one it was built for. */
 #define MRSYNC_ABI_MAJOR 1
-#define MRSYNC_ABI_MINOR 0
+#define MRSYNC_ABI_MINOR 1
 #define MRSYNC_ABI_VERSION ((MRSYNC_ABI_MAJOR << 16) | MRSYNC_ABI_MINOR)
 
 /* The first 8 bytes of the mapped area: "MRSYNC01" read as a little-endian
@@ -124,7 +124,8 @@ struct mrsync_kmod_version {
 };
 
 /* Features (struct mrsync_kmod_version.features). */
-#define MRSYNC_FEATURE_CONSUME (1ULL << 0) /* MRSYNC_IOC_CONSUME exists */
+#define MRSYNC_FEATURE_CONSUME (1ULL << 0)    /* MRSYNC_IOC_CONSUME exists */
+#define MRSYNC_FEATURE_READ_BEGIN (1ULL << 1) /* MRSYNC_IOC_READ_BEGIN exists (ABI 1.1) */
 
 /**
  * struct mrsync_kmod_ring_config - MRSYNC_IOC_SET_RING (input).
@@ -201,6 +202,60 @@ struct mrsync_kmod_stats {
 	__u64 reserved[7];
 };
 
+/**
+ * struct mrsync_kmod_read_begin - MRSYNC_IOC_READ_BEGIN (ABI 1.1).
+ * @id:       (in) a watch of this file.
+ * @flags:    (in) 0.
+ * @seq:      (out) the sequence mmu_interval_read_begin() returned; opaque,
+ *            for tracing only (no command takes it back).
+ * @reserved: (in) 0.
+ *
+ * Returns once no invalidation of the watched interval is in progress: an
+ * invalidation reported before the call (its event recorded, the generation
+ * bumped) has finished by then, its pages are gone from the page tables,
+ * and a page pinned afterwards is the one mapped after the change. The wait
+ * is the kernel's (uninterruptible, as mmu_interval_read_begin's); it lasts
+ * as long as the invalidations of the mm that are running when it starts.
+ *
+ * The protocol for pinning (get_user_pages, io_uring buffer registration,
+ * ibv_reg_mr) memory of a watched range without ever keeping a page the
+ * kernel is about to drop:
+ *
+ *   1. load the generation (acquire), g; drain the ring up to it;
+ *   2. READ_BEGIN(id): every change of the watched range counted in g
+ *      is complete;
+ *   3. pin;
+ *   4. load the generation again: if it is not g, a change may have started
+ *      before or during the pin: drain, drop what it covers, pin again.
+ *
+ * This holds for the first pin of a new watch too (WATCH, then the steps):
+ * a watch created while an invalidation of the mm is running counts as
+ * invalidated by it (the kernel seeds its sequence so), and READ_BEGIN on
+ * it waits for that invalidation, which its callback never saw.
+ *
+ * The order matters: g is loaded before READ_BEGIN. A change that bumps the
+ * generation after READ_BEGIN returned may still be zapping pages while step
+ * 3 runs; with g loaded before it, step 4 sees that bump. Loaded after it,
+ * the bump could be in g and the stale pin would pass.
+ *
+ * Why there is no retry ioctl: step 4 is the read_retry half. The invalidate
+ * callback calls mmu_interval_set_seq() and bumps the generation in one
+ * critical section, before the invalidation changes any page table, for
+ * every event that may change pages. An unchanged generation therefore
+ * means that no such invalidation of any watch of the file began after g:
+ * more than mmu_interval_read_retry() tells (one interval). It does not move
+ * for events that keep the pages (mprotect, ...), after which the pin is
+ * still right. And a retry ioctl's answer would be stale when it returns, while
+ * the mapped generation is checked again, with one load, by every later
+ * lookup.
+ */
+struct mrsync_kmod_read_begin {
+	__u64 id;
+	__u64 flags;
+	__u64 seq;
+	__u64 reserved;
+};
+
 #define MRSYNC_IOC_MAGIC 0xB7
 
 /*
@@ -220,6 +275,8 @@ struct mrsync_kmod_stats {
  * UNWATCH:    -ENOENT no such watch in this file.
  * CONSUME:    -ERANGE tail below the current tail or above head.
  * STATS:      never fails otherwise.
+ * READ_BEGIN: -ENOENT no such watch in this file (id 0 included); -EINVAL
+ *             flags or reserved non-zero (checked before the id).
  *
  * mmap:       offset 0, length at most map_size; -EPERM with PROT_WRITE or
  *             PROT_EXEC (the area is read-only, mprotect cannot change that);
@@ -232,5 +289,6 @@ struct mrsync_kmod_stats {
 #define MRSYNC_IOC_UNWATCH  _IOW(MRSYNC_IOC_MAGIC, 0x03, struct mrsync_kmod_unwatch)
 #define MRSYNC_IOC_CONSUME  _IOW(MRSYNC_IOC_MAGIC, 0x04, struct mrsync_kmod_consume)
 #define MRSYNC_IOC_STATS    _IOR(MRSYNC_IOC_MAGIC, 0x05, struct mrsync_kmod_stats)
+#define MRSYNC_IOC_READ_BEGIN _IOWR(MRSYNC_IOC_MAGIC, 0x06, struct mrsync_kmod_read_begin)
 
 #endif /* _UAPI_LINUX_MRSYNC_H */
