@@ -18,8 +18,9 @@ protected:
 	/* What an application using the manual source does after a change. */
 	void changed(void *addr, std::size_t len)
 	{
-		if (GetParam() == MRSYNC_SOURCE_MANUAL)
+		if (GetParam() == MRSYNC_SOURCE_MANUAL) {
 			ASSERT_TRUE(ctx_->notify_unmap(addr, len).ok());
+		}
 	}
 
 	Registration get(const void *addr, std::size_t len)
