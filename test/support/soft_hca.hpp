@@ -22,14 +22,26 @@ namespace mrsync::test {
 inline constexpr std::size_t kPage = 4096;
 inline constexpr std::size_t kHugePage = 2u << 20;
 
-/** An anonymous mapping unmapped on destruction (whatever is still there). */
+/** An anonymous mapping unmapped on destruction (whatever is still there).
+ *  `align` (a power of two; 0 = the page size) places it on such a boundary,
+ *  e.g. 2 MiB so that a hugepage segment can be attached inside it. */
 class Mapping {
 public:
-	explicit Mapping(std::size_t len, int extra_flags = 0) : len_(len)
+	explicit Mapping(std::size_t len, int extra_flags = 0, std::size_t align = 0) : len_(len)
 	{
-		void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE,
+		const std::size_t slack = align > kPage ? align : 0;
+		void *p = mmap(nullptr, len + slack, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
 		base_ = p == MAP_FAILED ? nullptr : static_cast<std::byte *>(p);
+		if (base_ && slack) { /* keep the aligned part, give back the rest */
+			const auto at = reinterpret_cast<std::uintptr_t>(base_);
+			const std::size_t head = ((at + align - 1) & ~(align - 1)) - at;
+			if (head)
+				munmap(base_, head);
+			if (slack - head)
+				munmap(base_ + head + len, slack - head);
+			base_ += head;
+		}
 		if (base_)
 			std::memset(base_, 0, len);
 	}
