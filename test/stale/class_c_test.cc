@@ -188,7 +188,8 @@ protected:
 			return;
 		print(sub, t, how);
 		EXPECT_EQ(t.lost(), 0u) << "writes lost";
-		EXPECT_EQ(t.leaked_hugepages, 0) << "HugePages_Free did not come back";
+		/* <= 0: another process may free hugepages meanwhile. */
+		EXPECT_LE(t.leaked_hugepages, 0) << "HugePages_Free did not come back";
 		const std::uint64_t untouched = how == Change::sysv_reattach ? 0 : iterations;
 		if (kmod()) {
 			EXPECT_EQ(t.hint.delivered, 1u) << t.hint.line();
@@ -231,6 +232,11 @@ TEST_P(ClassC, LosesNothing)
 
 TEST_P(ClassC, NegativeControlLosesWrites)
 {
+	/* The kernel refuses to register a 4 KiB SysV segment with userfaultfd,
+	 * so even without the guards nothing is cached there to go stale. */
+	if (GetParam().how == Change::sysv_reattach && !kmod() && !options().hugepages)
+		GTEST_SKIP() << "userfaultfd cannot register 4 KiB SysV shm (UFFDIO_REGISTER: "
+				"EINVAL): no stale translation to show; --hugepages has one";
 	expect_losses(GetParam().how, GetParam().label);
 }
 
