@@ -33,7 +33,7 @@ const char kUsage[] =
 	"  --batch-ms MS       target length of one batch (10)\n"
 	"  --rows LIST         groups to run, comma-separated:\n"
 	"                      control,mrsync,exact,resync,ucx (all)\n"
-	"  --source S          event source of the mrsync contexts: uffd or manual\n"
+	"  --source S          event source of the mrsync contexts: uffd, kmod or manual\n"
 	"                      (default uffd, falling back to manual if unavailable)\n"
 	"  --resync-samples N  remapped pages timed in the resync row (41)\n"
 	"  --rereg-samples N   1 GiB re-registrations timed (5)\n"
@@ -113,8 +113,10 @@ Options parse(int argc, char **argv)
 				o.sources = MRSYNC_SOURCE_UFFD;
 			else if (s == "manual")
 				o.sources = MRSYNC_SOURCE_MANUAL;
+			else if (s == "kmod")
+				o.sources = MRSYNC_SOURCE_KMOD;
 			else
-				usage_error("--source is uffd or manual");
+				usage_error("--source is uffd, kmod or manual");
 			o.source_given = true;
 		} else if (a == "--only") {
 			o.only = string_arg(i, argc, argv);

@@ -15,6 +15,8 @@
  * range itself is watched (one ring entry + generation bump per munmap);
  * "watched_10k": the same with 10^4 other ranges watched. "nonotifier": a
  * forked helper without notifiers measured batch for batch beside them.
+ * "read_begin": one MRSYNC_IOC_READ_BEGIN on an idle watch, the price of the
+ * pin protocol's begin half.
  */
 #include "vm_dev.hpp"
 
@@ -178,7 +180,7 @@ int report(const std::string &path)
 	 * moment): the steadier of the two under TCG on a busy host */
 	const double r_unwatched = get("unwatched/helper"), r_watched = get("watched/helper");
 	const double r_watched10k = get("watched_10k/helper");
-	std::printf("{\"munmap_nomod_ns\": %.1f, \"munmap_unwatched_ns\": %.1f, "
+	std::printf("{\"read_begin_ns\": %.1f, \"munmap_nomod_ns\": %.1f, \"munmap_unwatched_ns\": %.1f, "
 		    "\"munmap_watched_ns\": %.1f, \"munmap_watched_10k_ns\": %.1f, "
 		    "\"unwatched_ratio\": %.3f, \"watched_ratio\": %.3f, "
 		    "\"watched_10k_ratio\": %.3f, "
@@ -187,7 +189,8 @@ int report(const std::string &path)
 		    "\"watched_10k_interleaved_ratio\": %.3f, "
 		    "\"rounds\": %zu, \"pairs_per_batch\": %d, \"batches\": %d, "
 		    "\"range_bytes\": %zu, \"machine\": \"qemu-tcg guest\"}\n",
-		    nomod, unwatched, watched, watched10k, unwatched / nomod, watched / nomod,
+		    get("read_begin"), nomod, unwatched, watched, watched10k, unwatched / nomod,
+		    watched / nomod,
 		    watched10k / nomod, base, unwatched10k, r_unwatched, r_watched, r_watched10k,
 		    samples["nomod"].size(), kIters, kBatches, kLen);
 	return 0;
@@ -254,6 +257,25 @@ int main(int argc, char **argv)
 				  {"unwatched", {}, {}, {}},
 				  {"watched", watch, unwatch, {}}};
 	run(plain);
+
+	/* The begin half of the pin protocol on an idle watch: what every pin
+	 * with the module as the source pays (docs/kmod.md, READ_BEGIN). */
+	{
+		std::uint64_t idle = 0;
+		if (dev.watch(g_range, kLen, 4, &idle) != 0)
+			return 1;
+		std::vector<Config> begin{{"read_begin", {}, {}, {}, [&] {
+			auto t0 = std::chrono::steady_clock::now();
+			for (int i = 0; i < kIters; i++)
+				if (dev.read_begin(idle) != 0)
+					std::exit(1);
+			auto t1 = std::chrono::steady_clock::now();
+			return std::chrono::duration<double, std::nano>(t1 - t0).count() / kIters;
+		}}};
+		run(begin);
+		dev.unwatch(idle);
+		append(samples, "read_begin", median(begin[0].samples));
+	}
 
 	/* 10^4 other watched ranges, one page each, in a reserved area */
 	constexpr std::size_t kOthers = 10000;
