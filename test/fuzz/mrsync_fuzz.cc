@@ -140,7 +140,8 @@ private:
 int Run::dma(Dir dir, std::uint32_t lkey, std::uint64_t va, std::vector<std::byte> &bytes)
 {
 	const std::uint64_t tag = ++seq_;
-	auto ok = dir == Dir::write ? hca_.write(lkey, va, bytes, tag) : hca_.read(lkey, va, bytes, tag);
+	auto ok = dir == Dir::write ? hca_.write(lkey, va, bytes, tag)
+				    : hca_.read(lkey, va, bytes, tag);
 	if (!ok)
 		model_.fail("Hca::%s could not submit: %s", dir == Dir::write ? "write" : "read",
 			    ok.error().message.c_str());
@@ -202,8 +203,8 @@ void Run::lookup(Input &in, bool hold)
 	const std::uint32_t access = in.below(8);
 	mrsync_reg reg{};
 	const int rc = mrsync_get(ctx_, reinterpret_cast<const void *>(r.addr), r.len, access, &reg);
-	model_.trace("get%s [%#" PRIx64 ", +%#" PRIx64 ") access %#x -> %d lkey %#x", hold ? "+hold" : "",
-		     r.addr, r.len, access, rc, reg.lkey);
+	model_.trace("get%s [%#" PRIx64 ", +%#" PRIx64 ") access %#x -> %d lkey %#x",
+		     hold ? "+hold" : "", r.addr, r.len, access, rc, reg.lkey);
 	model_.check_lookup("mrsync_get", rc, r.addr, r.len, access, &reg);
 	if (rc != 0)
 		return;
@@ -259,8 +260,8 @@ void Run::change(Input &in, unsigned op)
 {
 	const std::size_t first = in.below(kArenaPages);
 	const std::size_t count = std::min<std::size_t>(1 + in.below(8), kArenaPages - first);
-	static const char *const names[] = {"mmap(MAP_FIXED)", "munmap", "mremap", "mremap away and back",
-					    "madvise(MADV_DONTNEED)"};
+	static const char *const names[] = {"mmap(MAP_FIXED)", "munmap", "mremap",
+					    "mremap away and back", "madvise(MADV_DONTNEED)"};
 	const char *name = names[op - op_map_fresh];
 	switch (op) {
 	case op_map_fresh:
