@@ -399,16 +399,21 @@ Result<std::vector<Extent>> Context::pin_except_locked(std::uint64_t start, std:
 	return extents;
 }
 
-void Context::claim_table_locked(Region &r)
+void Context::claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to)
 {
-	/* The newest registration takes the slots of its valid pages. */
+	/* The registration takes the slots of its valid pages in [from, to);
+	 * an invalid page -- a hole inside an entry larger than a page, too --
+	 * keeps no slot, so its lookups go to the slow path and fail there. */
 	const std::uint64_t base = r.begin_va();
-	for (const Extent &e : r.translation->extents())
-		if (e.backing != kNoBacking)
-			if (auto ok = table_.assign(base + e.offset, base + e.offset + e.length, &r);
-			    !ok)
-				MRSYNC_LOG(warning, "core", "region stays out of the page table: %s",
-					   ok.error().message.c_str());
+	for (const Extent &e : r.translation->extents()) {
+		const std::uint64_t s = std::max(from, base + e.offset);
+		const std::uint64_t t = std::min(to, base + e.offset + e.length);
+		if (e.backing == kNoBacking || s >= t)
+			continue;
+		if (auto ok = table_.assign(s, t, &r); !ok)
+			MRSYNC_LOG(warning, "core", "region stays out of the page table: %s",
+				   ok.error().message.c_str());
+	}
 }
 
 Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t len,
@@ -470,7 +475,7 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 	registered_bytes_ += size;
 	++stats_.registrations;
 	if (holes_ok_ || !r.translation->invalid_bytes())
-		claim_table_locked(r);
+		claim_table_locked(r, start, start + size);
 	return &r;
 }
 
@@ -560,8 +565,8 @@ Status Context::slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t a
 			continue;
 		if (want == Want::hint)
 			return {};
-		(void)table_.assign(align_down(addr, entry_size_), align_up(addr + len, entry_size_),
-				    r);
+		claim_table_locked(*r, align_down(addr, entry_size_),
+				   align_up(addr + len, entry_size_));
 		ThreadState::bump(ts.holds[r->slot], 1);
 		r->referenced.store(1, std::memory_order_relaxed);
 		const Keys keys = r->current_keys();

@@ -170,7 +170,7 @@ private:
 	std::vector<Range> pending_locked(std::uint64_t start, std::uint64_t end);
 	Result<std::vector<Extent>> pin_except_locked(std::uint64_t start, std::uint64_t size,
 						      std::span<const Range> skip);
-	void claim_table_locked(Region &r);
+	void claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to);
 	Status serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want);
 	Status repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len);
 	bool generations_moved() const noexcept;

@@ -38,10 +38,6 @@ constexpr std::uint32_t kWriteAccess = MRSYNC_ACCESS_LOCAL_WRITE | MRSYNC_ACCESS
 
 bool negative_run = false;
 bool print_traces = false;
-/* Translation entries larger than a page (MRSYNC_FUZZ_ENTRY_SIZES=1): off by
- * default until lib/core serves them right (README.md, "Findings"; the
- * reproducer is FuzzFinding.EntrySizeHoleGetsAKeyForAnUnmappedPage). */
-bool large_entries = false;
 
 enum Op : unsigned {
 	op_get,           /* get, DMA write + read, put */
@@ -467,8 +463,6 @@ mrsync_params decode_params(Input &in)
 	p.compact_threshold = thresholds[b3 % 3];
 	static const std::uint64_t entries[] = {0, 0, 0, 0, 0, kPage, 2 * kPage, 4 * kPage};
 	p.entry_size = entries[(b3 >> 4) % 8];
-	if (!large_entries)
-		p.entry_size = std::min<std::uint64_t>(p.entry_size, kPage);
 	if (negative_run)
 		p.flags |= MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK;
 	return p;
@@ -496,7 +490,6 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***)
 	};
 	negative_run = flag("MRSYNC_FUZZ_NEGATIVE");
 	print_traces = flag("MRSYNC_FUZZ_TRACE");
-	large_entries = flag("MRSYNC_FUZZ_ENTRY_SIZES");
 	if (negative_run)
 		std::fprintf(stderr, "mrsync-fuzz: NEGATIVE run: generation check off, the model "
 				     "must report a stale translation\n");
