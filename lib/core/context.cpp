@@ -13,6 +13,7 @@
 #include <mrsync/log.hpp>
 
 #include "fork_guard.hpp"
+#include "mapped_ranges.hpp"
 #include "mrsync_config.h"
 #include "format.hpp"
 
@@ -349,29 +350,85 @@ void Context::unwatch_locked(std::span<const std::uint64_t> handles) noexcept
 			sources_[i]->unwatch(handles[i]);
 }
 
+namespace {
+
+std::vector<Range> merged(std::vector<Range> ranges)
+{
+	std::sort(ranges.begin(), ranges.end(),
+		  [](const Range &a, const Range &b) { return a.start < b.start; });
+	std::vector<Range> out;
+	for (const Range &r : ranges)
+		if (!out.empty() && r.start <= out.back().end)
+			out.back().end = std::max(out.back().end, r.end);
+		else
+			out.push_back(r);
+	return out;
+}
+
+/* `from` minus `cut`, both sorted and merged. */
+std::vector<Range> subtract(std::span<const Range> from, std::span<const Range> cut)
+{
+	std::vector<Range> out;
+	std::size_t c = 0;
+	for (Range r : from) {
+		while (c < cut.size() && cut[c].end <= r.start)
+			++c;
+		for (std::size_t k = c; k < cut.size() && cut[k].start < r.end; ++k) {
+			if (cut[k].start > r.start)
+				out.push_back({r.start, cut[k].start});
+			r.start = std::max(r.start, cut[k].end);
+		}
+		if (r.start < r.end)
+			out.push_back(r);
+	}
+	return out;
+}
+
+/* Whether all of `range` is mapped read-write now (/proc/self/maps: slow,
+ * only for the pages a hint skips). */
+bool mapped_read_write(Range range)
+{
+	std::uint64_t at = range.start;
+	for (const Range &part : mapped_writable(range.start, range.end)) {
+		if (part.start > at)
+			break;
+		at = part.end;
+	}
+	return at >= range.end;
+}
+
+Error not_mapped(std::uint64_t addr, std::uint64_t len)
+{
+	return Error{EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+				 ") is not mapped, or not entirely",
+				 addr, len)};
+}
+
+} // namespace
+
 std::vector<Range> Context::pending_locked(std::uint64_t start, std::uint64_t end)
 {
-	/* Entries a resync left invalid: their pages changed, and the change
-	 * may still be in progress (an event can precede it). Retired regions
-	 * count: they are kept current for their holders until freed. */
-	std::vector<Range> pending;
+	/* Pages a resync left invalid changed, and the change may still be in
+	 * progress (an event can precede it) -- unless some registration has
+	 * pinned the page again since: every drained change invalidates a page
+	 * in every registration that covers it, so a valid entry anywhere was
+	 * pinned after the last change, by a lookup that needed it. Retired
+	 * regions count: they are kept current for their holders until freed. */
+	std::vector<Range> invalid, valid;
 	for (Region *r : overlapping_locked(start, end)) {
 		if (r->state == Region::State::free)
 			continue;
 		const std::uint64_t base = r->begin_va();
 		const std::uint64_t from = std::max(start, base), to = std::min(end, r->end_va());
 		for (const Range &run : r->translation->invalid_runs(from - base, to - from))
-			pending.push_back({base + run.start, base + run.end});
+			invalid.push_back({base + run.start, base + run.end});
+		if (r->state != Region::State::live)
+			continue;
+		for (const Extent &e : r->translation->extents())
+			if (e.backing != kNoBacking)
+				valid.push_back({base + e.offset, base + e.offset + e.length});
 	}
-	std::sort(pending.begin(), pending.end(),
-		  [](const Range &a, const Range &b) { return a.start < b.start; });
-	std::vector<Range> merged;
-	for (const Range &p : pending)
-		if (!merged.empty() && p.start <= merged.back().end)
-			merged.back().end = std::max(merged.back().end, p.end);
-		else
-			merged.push_back(p);
-	return merged;
+	return subtract(merged(std::move(invalid)), merged(std::move(valid)));
 }
 
 Result<std::vector<Extent>> Context::pin_except_locked(std::uint64_t start, std::uint64_t size,
@@ -435,6 +492,11 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 	std::vector<Range> skip;
 	if (want == Want::hint && guarded_)
 		skip = pending_locked(start, start + size);
+	for (const Range &s : skip)
+		if (!mapped_read_write(s)) {
+			unwatch_locked(*watches);
+			return not_mapped(addr, len);
+		}
 	auto extents = pin_except_locked(start, size, skip);
 	Keys keys;
 	if (extents) {
@@ -498,6 +560,32 @@ Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_
 	return {};
 }
 
+/* A hint re-pins the invalid pages of its range that another registration
+ * has pinned again since they changed, and none that may still be changing
+ * (pending_locked); it still says, as a lookup would, when part of its range
+ * is not mapped (read-write) now. */
+Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
+{
+	const std::uint64_t base = r.begin_va();
+	const std::uint64_t from = align_down(addr, entry_size_), to = align_up(addr + len, entry_size_);
+	if (holes_ok_ && r.translation->invalid_bytes() != 0) {
+		std::vector<Range> invalid;
+		for (const Range &run : r.translation->invalid_runs(from - base, to - from))
+			invalid.push_back({base + run.start, base + run.end});
+		std::vector<Range> settled;
+		for (const Range &run : subtract(invalid, pending_locked(from, to)))
+			settled.push_back({run.start - base, run.end - base});
+		if (!settled.empty())
+			(void)repin_locked(r, settled);
+		if (r.state != Region::State::live)
+			return {};
+	}
+	for (const Range &run : r.translation->invalid_runs(addr - base, len))
+		if (!mapped_read_write({base + run.start, base + run.end}))
+			return not_mapped(addr, len);
+	return {};
+}
+
 /* What a lookup or hint may re-pin in a registration that covers it.
  * @return ESTALE when `r` was retired to make way for a new registration. */
 Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want)
@@ -515,7 +603,7 @@ Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, W
 		return {};
 	}
 	if (want == Want::hint)
-		return {}; /* a hint pins nothing that changed: lookups will */
+		return hint_locked(r, addr, len);
 	if (holes_ok_)
 		return repin_invalid_locked(r, addr, len);
 	/* The driver serves a registration only without holes (one MR covers
@@ -563,10 +651,10 @@ Status Context::slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t a
 		 * we hand out is current when we return. */
 		if (check_generations_ && generations_moved())
 			continue;
-		if (want == Want::hint)
-			return {};
 		claim_table_locked(*r, align_down(addr, entry_size_),
 				   align_up(addr + len, entry_size_));
+		if (want == Want::hint)
+			return {};
 		ThreadState::bump(ts.holds[r->slot], 1);
 		r->referenced.store(1, std::memory_order_relaxed);
 		const Keys keys = r->current_keys();

@@ -172,6 +172,7 @@ private:
 						      std::span<const Range> skip);
 	void claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to);
 	Status serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want);
+	Status hint_locked(Region &r, std::uint64_t addr, std::uint64_t len);
 	Status repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len);
 	bool generations_moved() const noexcept;
 	std::vector<Region *> overlapping_locked(std::uint64_t start, std::uint64_t end);

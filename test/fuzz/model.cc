@@ -263,4 +263,10 @@ void Model::check_state(mrsync_ctx *ctx)
 		     sums.bytes, sums.invalid, s.regions, s.registered_bytes, s.invalid_bytes);
 }
 
+void Model::changed(std::uint64_t addr, std::uint64_t len)
+{
+	for (std::uint64_t e = align_down(addr, entry_); e < addr + len; e += entry_)
+		changed_entries_.insert(e);
+}
+
 } // namespace mrsync::fuzz

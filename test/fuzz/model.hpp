@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <set>
 #include <vector>
 
 #include <mrsync/mrsync.h>
@@ -53,6 +54,16 @@ public:
 	 *  has applied yet: DMA through a held key is then the application's
 	 *  own race, so nothing is asserted about it. */
 	bool pending() const { return pending_; }
+
+	/** Entries the program notified a change of. A hint pins no page that
+	 *  changed until some get has pinned it again (mrsync.h, mrsync_hint);
+	 *  whether one has, in a registration that eviction left alone, is more
+	 *  than the model tracks, so a get after a hint may miss on them. */
+	void changed(std::uint64_t addr, std::uint64_t len);
+	bool ever_changed(std::uint64_t addr) const
+	{
+		return changed_entries_.contains(addr & ~(entry_ - 1));
+	}
 	std::vector<Held> &held() { return held_; }
 	const mrsync_stats &last_stats() const { return last_; }
 
@@ -68,6 +79,7 @@ private:
 	bool may_hit_memlock_;
 
 	std::vector<Held> held_;
+	std::set<std::uint64_t> changed_entries_;
 	bool pending_ = false;
 	std::uint64_t lookups_ = 0, lookups_ok_ = 0, notifies_ = 0;
 	std::uint64_t generation_ = 0;
