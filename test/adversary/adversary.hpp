@@ -70,6 +70,45 @@ inline Outcome write_check(Context &ctx, void *va, std::size_t len, Tally &t, un
 	return checked_write(ctx, static_cast<std::byte *>(va), len, t, seed);
 }
 
+/** A lookup of memory that is not there (nothing is written): counts it
+ *  like checked_write does, delivered if the lookup worked. */
+inline void lookup_only(Context &ctx, const void *va, std::size_t len, Tally &t)
+{
+	++t.lookups;
+	mrsync_reg reg;
+	if (int rc = mrsync_get(ctx.c_handle(), va, len, MRSYNC_ACCESS_LOCAL_WRITE, &reg); rc < 0) {
+		t.failed(rc);
+		return;
+	}
+	mrsync_put(ctx.c_handle(), &reg);
+	t.count(Outcome::delivered);
+}
+
+/** Replaces a page with a fresh one without MADV_DONTNEED (whose race with
+ *  a lookup of the same page is documented): mmap(MAP_FIXED) over it, a
+ *  fresh page mremap'ed over it, or munmap + mmap. @return false if a call
+ *  failed. */
+inline bool change_fresh(std::byte *page, unsigned how)
+{
+	switch (how % 3) {
+	case 0:
+		return remap_fresh(page, kPage);
+	case 1: {
+		if (munmap(page, kPage) != 0)
+			return false;
+		return mmap(page, kPage, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == page;
+	}
+	default: {
+		void *o = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (o == MAP_FAILED)
+			return false;
+		std::memset(o, 0x3c, kPage);
+		return mremap(o, kPage, kPage, MREMAP_MAYMOVE | MREMAP_FIXED, page) == page;
+	}
+	}
+}
+
 } // namespace mrsync::test::adversary
 
 #endif
