@@ -36,8 +36,16 @@ TEST(Huge, PartialMunmapAndRefill)
 	for (std::uint64_t i = 0; i < iterations(10); ++i) {
 		stale::make_room_for_hugepages(*ctx, 4);
 		const unsigned seed = unsigned(i * 100);
-		write_check(*ctx, area, 2 * kHuge, t, seed);
-		write_check(*ctx, area + 2 * kHuge, 2 * kHuge, t, seed + 10);
+		/* the whole area; one hugepage per lookup in the guest, whose 6.1
+		 * io_uring pins no buffer spanning two hugetlb files (after a
+		 * refill, hugepage 1 is another one) */
+		if (kmod()) {
+			for (std::size_t h = 0; h < 4; ++h)
+				write_check(*ctx, area + h * kHuge, kHuge, t, seed + 10 + unsigned(h));
+		} else {
+			write_check(*ctx, area, 2 * kHuge, t, seed);
+			write_check(*ctx, area + 2 * kHuge, 2 * kHuge, t, seed + 10);
+		}
 		/* hugepage 1 goes away: its lookups must fail, the others work */
 		ASSERT_EQ(munmap(area + kHuge, kHuge), 0);
 		write_check(*ctx, area + 100, 1000, t, seed + 1);
@@ -53,7 +61,10 @@ TEST(Huge, PartialMunmapAndRefill)
 		/* MADV_DONTNEED of hugepage 2, a lookup of a 4 KiB piece of it */
 		ASSERT_EQ(madvise(area + 2 * kHuge, kHuge, MADV_DONTNEED), 0);
 		write_check(*ctx, area + 2 * kHuge + 9 * kPage, 512, t, seed + 7);
-		write_check(*ctx, area + kHuge, 2 * kHuge, t, seed + 8);
+		if (kmod())
+			write_check(*ctx, area + 2 * kHuge, kHuge, t, seed + 8);
+		else
+			write_check(*ctx, area + kHuge, 2 * kHuge, t, seed + 8);
 	}
 	tell("hugepages cut up", t);
 	tell("hugepages, lookups of an unmapped hugepage", refused);
