@@ -23,6 +23,8 @@
 //   HintHugepage       P is a 2 MiB hugepage of which one 4 KiB piece was
 //                      registered (userfaultfd arms the whole hugepage); B
 //                      hints the hugepage
+//   NeighbourBigEntry  params.entry_size = 64 KiB: B looks up another page
+//                      of P's 64 KiB entry (not P)
 #include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -150,7 +152,7 @@ bool stalled_dontneed(Context &ctx, std::byte *p, std::size_t len, DuringWindow 
 }
 
 enum class Case { lookup_same_page, hint_same_region, hint_after_eviction, hint_mremap_dest,
-		  hint_hugepage };
+		  hint_hugepage, neighbour_big_entry };
 struct Param {
 	const char *name;
 	Case how;
@@ -168,6 +170,8 @@ TEST_P(Stalled, DontneedWindow)
 	mrsync_params params = MRSYNC_PARAMS_INIT;
 	if (c.how == Case::hint_after_eviction)
 		params.max_regions = 1;
+	if (c.how == Case::neighbour_big_entry)
+		params.entry_size = 64 * 1024;
 	Tally t;
 	std::uint64_t held = 0, rounds = iterations(5);
 	std::string why;
@@ -183,7 +187,7 @@ TEST_P(Stalled, DontneedWindow)
 				GTEST_SKIP() << w;
 			stale::make_room_for_hugepages(*ctx, 4);
 		}
-		Mapping area(len, huge ? MAP_HUGETLB : 0);
+		Mapping area(len, huge ? MAP_HUGETLB : 0, c.how == Case::neighbour_big_entry ? len : 0);
 		ASSERT_TRUE(area);
 		Mapping other(4 * kPage);
 		std::byte *region = area.at(0);
@@ -218,9 +222,11 @@ TEST_P(Stalled, DontneedWindow)
 		std::memset(p_zap, 0x55, p_len);
 		auto during = [&] {
 			switch (c.how) {
-			case Case::lookup_same_page: {
+			case Case::lookup_same_page:
+			case Case::neighbour_big_entry: {
+				std::byte *const q = c.how == Case::lookup_same_page ? p : area.at(2 * kPage);
 				mrsync_reg reg;
-				if (mrsync_get(ctx->c_handle(), p, 64, MRSYNC_ACCESS_LOCAL_WRITE, &reg) == 0)
+				if (mrsync_get(ctx->c_handle(), q, 64, MRSYNC_ACCESS_LOCAL_WRITE, &reg) == 0)
 					mrsync_put(ctx->c_handle(), &reg);
 				break;
 			}
@@ -262,7 +268,8 @@ INSTANTIATE_TEST_SUITE_P(
 			Param{"HintSameRegion", Case::hint_same_region, false},
 			Param{"HintAfterEviction", Case::hint_after_eviction, false},
 			Param{"HintMremapDest", Case::hint_mremap_dest, false},
-			Param{"HintHugepage", Case::hint_hugepage, false}),
+			Param{"HintHugepage", Case::hint_hugepage, false},
+			Param{"NeighbourBigEntry", Case::neighbour_big_entry, false}),
 	[](const auto &info) { return std::string(info.param.name); });
 
 } // namespace
