@@ -225,3 +225,47 @@ TEST(Fork, InvalidAtFork)
 
 } // namespace
 } // namespace mrsync::test::adversary
+
+namespace mrsync::test::adversary {
+namespace {
+
+/* mrsync.h: "a sum of counters that only grow, so a value once seen never
+ * comes back" -- which a cache in front of mrsync_get relies on. A fork
+ * child's rebuild opens new sources whose counters start again. */
+TEST(Fork, GenerationNeverGoesBack)
+{
+	auto ctx = open();
+	ASSERT_TRUE(ctx) << ctx.error().message;
+	Mapping area(4 * kPage);
+	ASSERT_TRUE(area);
+	Tally t;
+	for (unsigned i = 0; i < 20; ++i) {
+		write_check(*ctx, area.at(0), 4 * kPage, t, i);
+		ASSERT_TRUE(remap_fresh(area.at(kPage), kPage));
+	}
+	write_check(*ctx, area.at(0), 4 * kPage, t, 99);
+	const std::uint64_t before = mrsync_generation(ctx->c_handle());
+	int fds[2];
+	ASSERT_EQ(pipe(fds), 0);
+	const pid_t pid = fork();
+	if (pid == 0) {
+		mrsync_reg reg;
+		if (mrsync_get(ctx->c_handle(), area.at(0), kPage, MRSYNC_ACCESS_LOCAL_WRITE, &reg) == 0)
+			mrsync_put(ctx->c_handle(), &reg);
+		const std::uint64_t after = mrsync_generation(ctx->c_handle());
+		(void)!write(fds[1], &after, sizeof after);
+		_exit(0);
+	}
+	close(fds[1]);
+	std::uint64_t after = 0;
+	ASSERT_EQ(read(fds[0], &after, sizeof after), static_cast<ssize_t>(sizeof after));
+	close(fds[0]);
+	waitpid(pid, nullptr, 0);
+	std::printf("adversary fork generation [%s]: parent %llu at fork, child %llu after its "
+		    "first lookup\n",
+		    stale::source_name(), (unsigned long long)before, (unsigned long long)after);
+	EXPECT_GE(after, before) << "the generation went back in the fork child";
+}
+
+} // namespace
+} // namespace mrsync::test::adversary

@@ -134,3 +134,38 @@ INSTANTIATE_TEST_SUITE_P(
 
 } // namespace
 } // namespace mrsync::test::adversary
+
+namespace mrsync::test::adversary {
+namespace {
+
+/* MADV_REMOVE on a registered shared memfd mapping: the module sees it;
+ * userfaultfd must refuse the memory in the first place. */
+TEST(MadviseShared, RemoveOnSharedMemfd)
+{
+	auto ctx = open();
+	ASSERT_TRUE(ctx) << ctx.error().message;
+	constexpr std::size_t kLen = 16 * kPage;
+	const int fd = memfd_create("mrsync-adv-remove", MFD_CLOEXEC);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(ftruncate(fd, kLen), 0);
+	void *m = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_NE(m, MAP_FAILED);
+	std::byte *const area = static_cast<std::byte *>(m);
+	Tally t;
+	for (unsigned i = 0; i < iterations(30); ++i) {
+		write_check(*ctx, area, kLen, t, i);
+		ASSERT_EQ(madvise(area + (i % 16) * kPage, kPage, MADV_REMOVE), 0);
+		write_check(*ctx, area + (i % 16) * kPage + 8, 256, t, i + 100);
+	}
+	tell("MADV_REMOVE on a shared memfd", t);
+	munmap(m, kLen);
+	close(fd);
+	EXPECT_EQ(t.lost, 0u);
+	if (kmod())
+		EXPECT_EQ(t.delivered, t.lookups) << t.line();
+	else
+		EXPECT_EQ(t.enotsup, t.lookups) << t.line();
+}
+
+} // namespace
+} // namespace mrsync::test::adversary

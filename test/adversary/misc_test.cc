@@ -54,7 +54,8 @@ TEST(Huge, PartialMunmapAndRefill)
 		/* refilled with small pages, then with a hugepage again */
 		ASSERT_TRUE(remap_fresh(area + kHuge, kHuge));
 		write_check(*ctx, area + kHuge + 3 * kPage, 2000, t, seed + 4);
-		write_check(*ctx, area + kHuge - 100, 200, t, seed + 5); /* across the seam */
+		if (!kmod()) /* across the seam (6.1's io_uring pins no such buffer) */
+			write_check(*ctx, area + kHuge - 100, 200, t, seed + 5);
 		stale::make_room_for_hugepages(*ctx, 4);
 		ASSERT_EQ(map_huge(area + kHuge, kHuge), area + kHuge) << std::strerror(errno);
 		write_check(*ctx, area + kHuge + 7 * kPage, 2000, t, seed + 6);
