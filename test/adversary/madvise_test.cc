@@ -169,3 +169,35 @@ TEST(MadviseShared, RemoveOnSharedMemfd)
 
 } // namespace
 } // namespace mrsync::test::adversary
+
+namespace mrsync::test::adversary {
+namespace {
+
+/* The mechanism of Adv/Madvise.LosesNothing/GuardInstallRemove: the source's
+ * generation does not move for MADV_GUARD_INSTALL (which zaps the page) nor
+ * for MADV_GUARD_REMOVE. */
+TEST(MadviseGuard, SourceSeesGuardInstall)
+{
+	auto ctx = open();
+	ASSERT_TRUE(ctx) << ctx.error().message;
+	Mapping area(4 * kPage);
+	ASSERT_TRUE(area);
+	{
+		auto reg = ctx->get(area.at(0), 4 * kPage);
+		ASSERT_TRUE(reg) << reg.error().message;
+	}
+	const std::uint64_t g0 = mrsync_generation(ctx->c_handle());
+	if (madvise(area.at(kPage), kPage, MADV_GUARD_INSTALL) != 0)
+		GTEST_SKIP() << "no MADV_GUARD_INSTALL here: " << std::strerror(errno);
+	const std::uint64_t g1 = mrsync_generation(ctx->c_handle());
+	ASSERT_EQ(madvise(area.at(kPage), kPage, MADV_GUARD_REMOVE), 0);
+	const std::uint64_t g2 = mrsync_generation(ctx->c_handle());
+	std::printf("adversary guard [%s]: generation %llu -> %llu after MADV_GUARD_INSTALL -> %llu "
+		    "after MADV_GUARD_REMOVE\n",
+		    stale::source_name(), (unsigned long long)g0, (unsigned long long)g1,
+		    (unsigned long long)g2);
+	EXPECT_NE(g1, g0) << "MADV_GUARD_INSTALL zapped a registered page and no source said so";
+}
+
+} // namespace
+} // namespace mrsync::test::adversary
