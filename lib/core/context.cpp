@@ -233,7 +233,7 @@ Status Context::validate_request(std::uint64_t addr, std::uint64_t len,
 
 std::uint64_t Context::generation() const noexcept
 {
-	std::uint64_t sum = 0;
+	std::uint64_t sum = __atomic_load_n(&fork_base_, __ATOMIC_ACQUIRE);
 	for (std::uint32_t i = 0; i < nsources_; ++i)
 		sum += __atomic_load_n(gen_[i], __ATOMIC_ACQUIRE);
 	return sum;
@@ -244,6 +244,8 @@ int Context::generation_words(const std::uint64_t **words, int max) const noexce
 	int n = 0;
 	for (std::uint32_t i = 0; i < nsources_ && n < max; ++i)
 		words[n++] = gen_[i];
+	if (__atomic_load_n(&fork_base_, __ATOMIC_ACQUIRE) && n < max)
+		words[n++] = &fork_base_;
 	return n;
 }
 

@@ -143,6 +143,9 @@ public:
 	Driver &driver() noexcept { return *driver_; }
 	std::span<const std::unique_ptr<EventSource>> sources() const noexcept { return sources_; }
 
+	/** Fork, in the parent before it forks (context lock held): remembers
+	 *  the generation, so the child's can start above it. */
+	void note_fork() noexcept { generation_at_fork_ = generation(); }
 	/** Fork child: invalidate every cached translation (the driver's
 	 *  objects belong to the parent); the next slow path rebuilds. */
 	void mark_forked() noexcept;
@@ -230,6 +233,11 @@ private:
 	std::unordered_map<int, ThreadState *> thread_by_tid_;
 	SlowStats stats_;
 	bool forked_ = false;
+	/* Fork: the child's new sources count from 0, so its generation adds
+	 * what the parent showed at fork + 1 (a value once seen never comes
+	 * back); 0 until a fork child rebuilds. Read without the lock. */
+	std::uint64_t generation_at_fork_ = 0;
+	std::uint64_t fork_base_ = 0;
 };
 
 } // namespace mrsync::detail

@@ -23,8 +23,10 @@ std::vector<Context *> &contexts()
 void before_fork()
 {
 	contexts_lock.lock();
-	for (Context *ctx : contexts())
+	for (Context *ctx : contexts()) {
 		ctx->lock().lock();
+		ctx->note_fork();
+	}
 }
 
 void after_fork_parent()

@@ -322,8 +322,14 @@ Status Context::rebuild_after_fork_locked()
 		sources_.push_back(std::move(source.value()));
 	}
 	nsources_ = static_cast<std::uint32_t>(sources_.size());
-	for (std::uint32_t i = 0; i < nsources_; ++i)
+	/* The generations before anything is watched or pinned: a change while
+	 * the regions are rebuilt moves them past these, and the next lookup
+	 * resyncs (publishing later values would swallow that change). */
+	std::uint64_t gens[kMaxSources];
+	for (std::uint32_t i = 0; i < nsources_; ++i) {
 		gen_[i] = sources_[i]->generation();
+		gens[i] = __atomic_load_n(gen_[i], __ATOMIC_ACQUIRE);
+	}
 
 	/* Every region: watch again, pin the child's pages, new keys. Memory
 	 * no source of the child can see stays invalid (lookups say why). */
@@ -351,8 +357,9 @@ Status Context::rebuild_after_fork_locked()
 	}
 	++stats_.full_resyncs;
 	forked_ = false;
+	__atomic_store_n(&fork_base_, generation_at_fork_ + 1, __ATOMIC_RELEASE);
 	for (std::uint32_t i = 0; i < nsources_; ++i)
-		seen_[i].store(__atomic_load_n(gen_[i], __ATOMIC_ACQUIRE), std::memory_order_release);
+		seen_[i].store(gens[i], std::memory_order_release);
 	return {};
 }
 
