@@ -190,7 +190,8 @@ private:
 			    std::span<const Extent> extents);
 	Status fence_and_release_locked();
 	void report_key_change_locked(const Region &r, Keys old_keys, Keys new_keys);
-	void sync_table_locked(Region &r, std::span<const Extent> extents);
+	void unpublish_locked(Region &r, std::span<const Extent> extents);
+	void publish_locked(Region &r, std::span<const Extent> extents);
 	std::size_t compact_locked();
 	Status rebuild_after_fork_locked();
 

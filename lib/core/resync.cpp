@@ -78,22 +78,35 @@ void Context::retire_after_map_failure_locked(Region &r, const Error &why)
 	retire_locked(r);
 }
 
-void Context::sync_table_locked(Region &r, std::span<const Extent> extents)
+/* The page table follows the device, never leads it: entries about to go
+ * invalid leave it before the device map, new valid ones join it after, so
+ * a hit never returns keys for a page the device cannot serve yet. */
+void Context::unpublish_locked(Region &r, std::span<const Extent> extents)
 {
-	/* Invalid entries leave the page table (their lookups go slow and fail
-	 * or re-pin); valid ones fill the slots nobody else holds. */
 	const std::uint64_t base = r.begin_va();
-	for (const auto &e : extents) {
-		const std::uint64_t s = base + e.offset, t = s + e.length;
-		if (e.backing == kNoBacking)
-			table_.replace(s, t, &r, nullptr);
-		else
-			table_.replace(s, t, nullptr, &r);
-	}
+	bool invalid = false;
+	for (const auto &e : extents)
+		if (e.backing == kNoBacking) {
+			table_.replace(base + e.offset, base + e.offset + e.length, &r, nullptr);
+			invalid = true;
+		}
+	if (invalid)
+		r.has_invalid.store(1, std::memory_order_relaxed);
 	/* A driver whose registrations serve nothing while they have a hole:
 	 * no page of r may hit until a lookup re-pinned them all. */
-	if (!holes_ok_ && r.translation->invalid_bytes())
+	if (invalid && !holes_ok_)
 		table_.replace(base, r.end_va(), &r, nullptr);
+}
+
+void Context::publish_locked(Region &r, std::span<const Extent> extents)
+{
+	/* Valid entries fill the slots nobody else holds. */
+	if (!holes_ok_ && r.translation->invalid_bytes())
+		return;
+	const std::uint64_t base = r.begin_va();
+	for (const auto &e : extents)
+		if (e.backing != kNoBacking)
+			table_.replace(base + e.offset, base + e.offset + e.length, nullptr, &r);
 }
 
 /* A driver that cannot keep keys (verbs without rereg) just changed them:
@@ -111,9 +124,9 @@ void Context::report_key_change_locked(const Region &r, Keys old_keys, Keys new_
 Status Context::apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 			     std::span<const Extent> extents)
 {
+	unpublish_locked(r, extents);
 	r.translation->replace(offset, len, extents,
 			       [this](BackingId b, std::uint64_t n) { backings_->unuse(b, n); });
-	sync_table_locked(r, extents);
 	for (const auto &e : extents)
 		if (e.backing != kNoBacking)
 			backings_->use(e.backing, e.length);
@@ -126,6 +139,7 @@ Status Context::apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 		report_key_change_locked(r, old_keys, *keys);
 	}
 	r.has_invalid.store(r.translation->invalid_bytes() != 0, std::memory_order_relaxed);
+	publish_locked(r, extents);
 	return {};
 }
 
@@ -345,7 +359,7 @@ Status Context::rebuild_after_fork_locked()
 		if (!extents)
 			return std::move(extents).error();
 		r->translation->replace(0, size, *extents, [](BackingId, std::uint64_t) {});
-		sync_table_locked(*r, *extents);
+		unpublish_locked(*r, *extents);
 		for (const auto &e : *extents)
 			if (e.backing != kNoBacking)
 				backings_->use(e.backing, e.length);
@@ -354,6 +368,7 @@ Status Context::rebuild_after_fork_locked()
 			return std::move(keys).error();
 		r->keys.store(pack_keys(*keys), std::memory_order_relaxed);
 		r->has_invalid.store(r->translation->invalid_bytes() != 0, std::memory_order_relaxed);
+		publish_locked(*r, *extents);
 	}
 	++stats_.full_resyncs;
 	forked_ = false;
