@@ -547,6 +547,12 @@ Status UffdSource::check_sees_all(std::string_view what, Range range) const
 		return make_error(ENOTSUP, std::string(what) + ": cannot tell what is mapped at " +
 						   format_range(range) + " (" +
 						   mappings.error().message + ")");
+	/* A hole was not armed: a mapping that fills it later is registered by
+	 * nobody, so its next change would go unreported. Pin none of it (the
+	 * next lookup arms what is there then). */
+	if (const auto holes = detail::holes_in(range, *mappings); !holes.empty())
+		return make_error(EFAULT, std::string(what) + ": " + format_range(holes.front()) +
+						  " is not mapped");
 	for (const auto &m : *mappings) {
 		if (m.private_anonymous())
 			continue;
