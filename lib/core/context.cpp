@@ -78,7 +78,7 @@ Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entr
 
 /* The sources to open: the requested mask, or the kernel module when its
  * device exists and userfaultfd otherwise (said once in the log). */
-Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t mask,
+Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t &mask,
 							       const SourceConfig &config)
 {
 	if (!mask) {
@@ -171,9 +171,23 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 					      "driver's granularity %" PRIu64,
 					      params.entry_size, std::string((*driver)->name()).c_str(),
 					      granularity));
-	auto sources = open_sources(params.sources, source_config(params));
+	std::uint32_t kinds = params.sources;
+	auto sources = open_sources(kinds, source_config(params));
 	if (!sources)
 		return std::move(sources).error();
+	/* userfaultfd cannot see a MADV_DONTNEED's zap end, so only a lookup
+	 * that needs a page may pin it while it may be changing; with entries
+	 * larger than a page a lookup would pin pages of its entries nobody
+	 * asked for. Unless a source that settles every pin is there too. */
+	if ((kinds & MRSYNC_SOURCE_UFFD) && !(kinds & (MRSYNC_SOURCE_KMOD | MRSYNC_SOURCE_MANUAL)) &&
+	    params.entry_size > std::uint64_t(sysconf(_SC_PAGESIZE)) &&
+	    !(params.flags & MRSYNC_CTX_F_TEST_UNGUARDED_PINS))
+		return make_error(EINVAL, fmt("params->entry_size %" PRIu64 " is larger than a page, "
+					      "which the userfaultfd source cannot serve safely "
+					      "(a lookup would pin neighbouring pages that may be "
+					      "changing, docs/design.md): use the page size, or the "
+					      "mrsync kernel module as the source",
+					      params.entry_size));
 	if (sources->size() > kMaxSources)
 		return make_error(EINVAL, "params->sources asks for too many sources");
 	auto table = VaTable::create();
@@ -354,38 +368,6 @@ void Context::unwatch_locked(std::span<const std::uint64_t> handles) noexcept
 
 namespace {
 
-std::vector<Range> merged(std::vector<Range> ranges)
-{
-	std::sort(ranges.begin(), ranges.end(),
-		  [](const Range &a, const Range &b) { return a.start < b.start; });
-	std::vector<Range> out;
-	for (const Range &r : ranges)
-		if (!out.empty() && r.start <= out.back().end)
-			out.back().end = std::max(out.back().end, r.end);
-		else
-			out.push_back(r);
-	return out;
-}
-
-/* `from` minus `cut`, both sorted and merged. */
-std::vector<Range> subtract(std::span<const Range> from, std::span<const Range> cut)
-{
-	std::vector<Range> out;
-	std::size_t c = 0;
-	for (Range r : from) {
-		while (c < cut.size() && cut[c].end <= r.start)
-			++c;
-		for (std::size_t k = c; k < cut.size() && cut[k].start < r.end; ++k) {
-			if (cut[k].start > r.start)
-				out.push_back({r.start, cut[k].start});
-			r.start = std::max(r.start, cut[k].end);
-		}
-		if (r.start < r.end)
-			out.push_back(r);
-	}
-	return out;
-}
-
 /* Whether all of `range` is mapped read-write now (/proc/self/maps: slow,
  * only for the pages a hint skips). */
 bool mapped_read_write(Range range)
@@ -408,29 +390,11 @@ Error not_mapped(std::uint64_t addr, std::uint64_t len)
 
 } // namespace
 
-std::vector<Range> Context::pending_locked(std::uint64_t start, std::uint64_t end)
+std::vector<Range> Context::unsettled_locked(std::uint64_t start, std::uint64_t end) const
 {
-	/* Pages a resync left invalid changed, and the change may still be in
-	 * progress (an event can precede it) -- unless some registration has
-	 * pinned the page again since: every drained change invalidates a page
-	 * in every registration that covers it, so a valid entry anywhere was
-	 * pinned after the last change, by a lookup that needed it. Retired
-	 * regions count: they are kept current for their holders until freed. */
-	std::vector<Range> invalid, valid;
-	for (Region *r : overlapping_locked(start, end)) {
-		if (r->state == Region::State::free)
-			continue;
-		const std::uint64_t base = r->begin_va();
-		const std::uint64_t from = std::max(start, base), to = std::min(end, r->end_va());
-		for (const Range &run : r->translation->invalid_runs(from - base, to - from))
-			invalid.push_back({base + run.start, base + run.end});
-		if (r->state != Region::State::live)
-			continue;
-		for (const Extent &e : r->translation->extents())
-			if (e.backing != kNoBacking)
-				valid.push_back({base + e.offset, base + e.offset + e.length});
-	}
-	return subtract(merged(std::move(invalid)), merged(std::move(valid)));
+	if (!guarded_)
+		return {};
+	return unsettled_.intersect({start, end});
 }
 
 Result<std::vector<Extent>> Context::pin_except_locked(std::uint64_t start, std::uint64_t size,
@@ -493,7 +457,7 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 		return std::move(watches).error();
 	std::vector<Range> skip;
 	if (want == Want::hint && guarded_)
-		skip = pending_locked(start, start + size);
+		skip = unsettled_locked(start, start + size);
 	for (const Range &s : skip)
 		if (!mapped_read_write(s)) {
 			unwatch_locked(*watches);
@@ -562,10 +526,9 @@ Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_
 	return {};
 }
 
-/* A hint re-pins the invalid pages of its range that another registration
- * has pinned again since they changed, and none that may still be changing
- * (pending_locked); it still says, as a lookup would, when part of its range
- * is not mapped (read-write) now. */
+/* A hint re-pins the invalid pages of its range, but none whose change may
+ * still be in progress (unsettled_); it still says, as a lookup would, when
+ * part of its range is not mapped (read-write) now. */
 Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
 {
 	const std::uint64_t base = r.begin_va();
@@ -575,7 +538,7 @@ Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
 		for (const Range &run : r.translation->invalid_runs(from - base, to - from))
 			invalid.push_back({base + run.start, base + run.end});
 		std::vector<Range> settled;
-		for (const Range &run : subtract(invalid, pending_locked(from, to)))
+		for (const Range &run : subtract(invalid, unsettled_locked(from, to)))
 			settled.push_back({run.start - base, run.end - base});
 		if (!settled.empty())
 			(void)repin_locked(r, settled);
@@ -592,35 +555,31 @@ Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
  * @return ESTALE when `r` was retired to make way for a new registration. */
 Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want)
 {
-	if (!guarded_) { /* the old ways, for the negative controls */
-		if (holes_ok_)
-			return repin_invalid_locked(r, addr, len);
-		if (auto ok = repin_invalid_locked(r, r.begin_va(), r.size.load()); !ok) {
-			if (r.state == Region::State::live &&
-			    !r.translation->invalid_runs(addr - r.begin_va(), len).empty())
-				return ok;
-			retire_locked(r);
-			return make_error(ESTALE, "registration retired");
-		}
-		return {};
-	}
-	if (want == Want::hint)
+	if (want == Want::hint && guarded_)
 		return hint_locked(r, addr, len);
 	if (holes_ok_)
 		return repin_invalid_locked(r, addr, len);
 	/* The driver serves a registration only without holes (one MR covers
-	 * it). Re-pinning its holes outside the request would pin pages nobody
-	 * asked for, which may be changing right now: a new registration covers
-	 * just the request instead. */
+	 * it): all of them are re-pinned -- unless some outside the request may
+	 * still be changing (unsettled_), which only a lookup that needs them
+	 * may pin -- or unless some stay unmapped: then a new registration
+	 * covers just the request. */
 	const std::uint64_t base = r.begin_va();
 	const std::uint64_t from = align_down(addr, entry_size_), to = align_up(addr + len, entry_size_);
-	if (r.translation->invalid_bytes() != 0 &&
-	    (!r.translation->invalid_runs(0, from - base).empty() ||
-	     !r.translation->invalid_runs(to - base, r.end_va() - to).empty())) {
+	const auto retired = [&] {
 		retire_locked(r);
 		return make_error(ESTALE, "registration retired");
+	};
+	if (r.translation->invalid_bytes() != 0 &&
+	    (!unsettled_locked(base, from).empty() || !unsettled_locked(to, r.end_va()).empty()))
+		return retired();
+	if (auto ok = repin_invalid_locked(r, base, r.size.load()); !ok) {
+		if (r.state == Region::State::live &&
+		    !r.translation->invalid_runs(addr - base, len).empty())
+			return ok;
+		return retired();
 	}
-	return repin_invalid_locked(r, addr, len);
+	return {};
 }
 
 Status Context::slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t access, Want want,
@@ -657,6 +616,9 @@ Status Context::slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t a
 				   align_up(addr + len, entry_size_));
 		if (want == Want::hint)
 			return {};
+		/* A lookup pinned these pages after every change reported so far:
+		 * whatever was in progress there is its business now. */
+		unsettled_.remove({align_down(addr, entry_size_), align_up(addr + len, entry_size_)});
 		ThreadState::bump(ts.holds[r->slot], 1);
 		r->referenced.store(1, std::memory_order_relaxed);
 		const Keys keys = r->current_keys();

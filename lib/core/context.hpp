@@ -22,6 +22,7 @@
 #include <mrsync/source.hpp>
 
 #include "backings.hpp"
+#include "range_set.hpp"
 #include "region.hpp"
 #include "thread_state.hpp"
 #include "va_table.hpp"
@@ -170,7 +171,7 @@ private:
 					      std::uint32_t access, Want want);
 	Result<std::vector<std::uint64_t>> watch_locked(std::uint64_t start, std::uint64_t size);
 	void unwatch_locked(std::span<const std::uint64_t> handles) noexcept;
-	std::vector<Range> pending_locked(std::uint64_t start, std::uint64_t end);
+	std::vector<Range> unsettled_locked(std::uint64_t start, std::uint64_t end) const;
 	Result<std::vector<Extent>> pin_except_locked(std::uint64_t start, std::uint64_t size,
 						      std::span<const Range> skip);
 	void claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to);
@@ -237,6 +238,12 @@ private:
 	/* Fork: the child's new sources count from 0, so its generation adds
 	 * what the parent showed at fork + 1 (a value once seen never comes
 	 * back); 0 until a fork child rebuilds. Read without the lock. */
+	/* Changes reported before they complete, by a source that cannot tell
+	 * when they end (userfaultfd's MADV_DONTNEED: reported before the zap),
+	 * and not pinned by a lookup since. A pin of these is trusted only for a
+	 * lookup that needs the page now: hints and re-pins nobody asked for
+	 * leave them alone (docs/design.md, "Pin guards"). Entry-aligned. */
+	RangeSet unsettled_;
 	std::uint64_t generation_at_fork_ = 0;
 	std::uint64_t fork_base_ = 0;
 };

@@ -228,12 +228,18 @@ Status Context::resync_locked()
 	std::uint64_t gens[kMaxSources];
 	for (std::uint32_t i = 0; i < nsources_; ++i)
 		gens[i] = __atomic_load_n(gen_[i], __ATOMIC_ACQUIRE);
-	std::vector<Range> drained;
-	bool overflow = false;
-	for (auto &source : sources_)
+	std::vector<Range> drained, unsettled;
+	bool overflow = false, unsettled_lost = false;
+	for (auto &source : sources_) {
 		overflow |= source->drain(drained);
+		unsettled_lost |= source->drain_unsettled(unsettled);
+	}
 	stats_.events += drained.size();
 	++stats_.resyncs;
+	if (unsettled_lost)
+		unsettled_.add({0, 1ull << VaTable::kVaBits});
+	for (const Range &r : normalise(std::move(unsettled), entry_size_))
+		unsettled_.add(r);
 
 	/* Which entries of which region changed, as offsets in the region. */
 	std::vector<std::pair<Region *, std::vector<Range>>> work;
@@ -325,6 +331,7 @@ Status Context::rebuild_after_fork_locked()
 			if (const SourceFactory *f = find_source(bit); f && old->name() == f->name)
 				mask |= bit;
 	backings_.reset();
+	unsettled_.clear(); /* the parent's changes; the child pins afresh below */
 	driver_ = std::move(driver.value());
 	backings_.emplace(*driver_);
 	for (std::uint32_t bit = 1; bit <= MRSYNC_SOURCE_DPDK; bit <<= 1) {

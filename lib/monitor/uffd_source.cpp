@@ -204,6 +204,10 @@ public:
 	 *  EBUSY from the kernel), after registering what it could.
 	 *  Thread safety: any thread; takes mu_. */
 	Status prepare_pin(std::uint64_t handle, Range range) override;
+	/** The REMOVE ranges drained since the last call: reported before the
+	 *  zap, which nothing here can see end.
+	 *  Thread safety: the context lock (one caller at a time). */
+	bool drain_unsettled(std::vector<Range> &out) override { return unsettled_.drain(out); }
 	/** Fork child: closes the descriptors; no join, no unregistering.
 	 *  Runs by itself in every fork child (pthread_atfork); idempotent.
 	 *  Thread safety: the child's only thread. */
@@ -211,8 +215,9 @@ public:
 
 private:
 	UffdSource(const SourceConfig &config, UniqueFd uffd, UniqueFd stop)
-		: RingEventSource(config.ring_entries), uffd_(std::move(uffd)),
-		  stop_(std::move(stop)), owner_(::getpid()), unguarded_(config.test_unguarded)
+		: RingEventSource(config.ring_entries), unsettled_(config.ring_entries),
+		  uffd_(std::move(uffd)), stop_(std::move(stop)), owner_(::getpid()),
+		  unguarded_(config.test_unguarded)
 	{
 	}
 
@@ -232,6 +237,7 @@ private:
 	Status arm(Range piece);
 	void disarm(Range piece) noexcept;
 
+	EventRing unsettled_; /* REMOVE ranges: the monitor appends, drain_unsettled takes */
 	UniqueFd uffd_;
 	UniqueFd stop_; /* eventfd: the destructor asks the monitor to return */
 	pthread_t thread_{};
@@ -395,18 +401,23 @@ void UffdSource::read_events() noexcept
 {
 	uffd_msg messages[kBatch];
 	Range changed[kBatch];
+	Range removed[kBatch];
 	for (;;) {
 		/* Rule 3: the generation moves before read() wakes anybody. */
 		ring().announce();
 		const ssize_t bytes = ::read(uffd_.get(), messages, sizeof messages);
-		std::size_t count = 0;
+		std::size_t count = 0, removes = 0;
 		const std::size_t read_count =
 			bytes > 0 ? static_cast<std::size_t>(bytes) / sizeof(uffd_msg) : 0;
 		for (std::size_t i = 0; i < read_count; ++i) {
 			const uffd_msg &message = messages[i];
 			switch (message.event) {
-			case UFFD_EVENT_UNMAP:
 			case UFFD_EVENT_REMOVE:
+				/* madvise zaps after this read returns, when it next
+				 * runs: nothing tells us when (drain_unsettled). */
+				removed[removes++] = {message.arg.remove.start, message.arg.remove.end};
+				[[fallthrough]];
+			case UFFD_EVENT_UNMAP:
 				changed[count++] = {message.arg.remove.start, message.arg.remove.end};
 				break;
 			case UFFD_EVENT_REMAP:
@@ -430,6 +441,8 @@ void UffdSource::read_events() noexcept
 				break;
 			}
 		}
+		/* Before the batch is published: a drain that finds it finds these. */
+		unsettled_.append(std::span<const Range>(removed, removes));
 		ring().publish({changed, count});
 		/* A short read (or EAGAIN) emptied the queue; poll() says when
 		 * more arrives. */

@@ -109,6 +109,10 @@ TEST_P(Madvise, LosesNothing)
 			std::memset(area.at(kArea / 2), 1, kPage);
 			if (madvise(area.at(0), kArea, MADV_COLLAPSE) != 0)
 				++skipped_errno;
+		} else if (c.how == How::guard && !kmod()) {
+			GTEST_SKIP() << "MADV_GUARD_INSTALL zaps without a userfaultfd event: a "
+					"documented blind spot (docs/design.md, \"What userfaultfd "
+					"cannot see\"); the module sees it";
 		} else if (int e = change(page, kPage, c.how)) {
 			GTEST_SKIP() << c.name << ": the kernel refuses it: " << std::strerror(e);
 		}
@@ -178,6 +182,9 @@ namespace {
  * for MADV_GUARD_REMOVE. */
 TEST(MadviseGuard, SourceSeesGuardInstall)
 {
+	if (!kmod())
+		GTEST_SKIP() << "userfaultfd gets no event for MADV_GUARD_INSTALL: a documented "
+				"blind spot (docs/design.md, \"What userfaultfd cannot see\")";
 	auto ctx = open();
 	ASSERT_TRUE(ctx) << ctx.error().message;
 	Mapping area(4 * kPage);

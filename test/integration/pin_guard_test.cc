@@ -88,6 +88,56 @@ TEST_P(PinGuard, NewRegistrationOfAHintSkipsPagesThatChanged)
 	EXPECT_TRUE(sees(m.at(2 * kPage), bytes));
 }
 
+/* A driver that serves no registration with a hole (verbs): a lookup of an
+ * intact page of a registration where another page was MADV_DONTNEED'd --
+ * userfaultfd cannot tell when that zap ends -- gets a new registration of
+ * just its request instead of a re-pin of the page that may be changing. */
+TEST_P(PinGuard, DenseDriverDoesNotRepinAPageThatMayBeChanging)
+{
+	Mapping m(4 * kPage);
+	ASSERT_TRUE(m);
+	mrsync_params params = MRSYNC_PARAMS_INIT;
+	params.sources = MRSYNC_SOURCE_UFFD;
+	params.driver = "fake_rekey_dense"; /* caller_cache_test.cc */
+	params.flags = flags();
+	auto created = Context::create(params);
+	ASSERT_TRUE(created.ok()) << created.error().message;
+	Context ctx = std::move(created).value();
+	ASSERT_TRUE(ctx.get(m.at(0), 4 * kPage).ok());
+	ASSERT_EQ(madvise(m.at(2 * kPage), kPage, MADV_DONTNEED), 0);
+	ASSERT_TRUE(ctx.resync().ok());
+	const auto before = ctx.stats();
+	auto page0 = ctx.get(m.at(0), 64);
+	ASSERT_TRUE(page0.ok()) << page0.error().message;
+	if (!guarded()) {
+		EXPECT_EQ(page0->length(), 4 * kPage) << "control: the old way re-pins the hole";
+		return;
+	}
+	EXPECT_EQ(ctx.stats().entries_repinned, before.entries_repinned)
+		<< "the page being zapped was re-pinned for a lookup that did not ask for it";
+	EXPECT_EQ(page0->length(), kPage) << "a new registration covers just the request";
+	/* The lookup that needs the page pins it. */
+	auto page2 = ctx.get(m.at(2 * kPage), 64);
+	ASSERT_TRUE(page2.ok()) << page2.error().message;
+}
+
+/* userfaultfd cannot settle a pin, so it refuses entries larger than a page:
+ * a lookup would pin the neighbours in its entries, which may be changing. */
+TEST(UffdRefuses, EntriesLargerThanAPage)
+{
+	mrsync_params params = MRSYNC_PARAMS_INIT;
+	params.sources = MRSYNC_SOURCE_UFFD;
+	params.driver = "uring";
+	params.entry_size = 4 * kPage;
+	mrsync_ctx *ctx = nullptr;
+	EXPECT_EQ(mrsync_ctx_create(&params, &ctx), -EINVAL);
+	EXPECT_NE(std::string(mrsync_last_error()).find("entry_size"), std::string::npos)
+		<< mrsync_last_error();
+	params.sources = MRSYNC_SOURCE_UFFD | MRSYNC_SOURCE_MANUAL; /* the application vouches */
+	EXPECT_EQ(mrsync_ctx_create(&params, &ctx), 0) << mrsync_last_error();
+	mrsync_ctx_destroy(&ctx);
+}
+
 INSTANTIATE_TEST_SUITE_P(, PinGuard, ::testing::Values(true, false),
 			 [](const auto &info) { return info.param ? "guarded" : "unguarded"; });
 

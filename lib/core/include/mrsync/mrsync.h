@@ -148,8 +148,10 @@ void mrsync_ctx_destroy(struct mrsync_ctx **ctx);
  *         -EFAULT (part of the range is not mapped), -ENOTSUP (no event source
  *         of the context can see every change of that memory, e.g. a shared
  *         mapping with the userfaultfd source: the message names it),
- *         -ENOMEM (RLIMIT_MEMLOCK), -ENOSPC (limits reached and every
- *         registration in use).
+ *         -EBUSY (userfaultfd source: another userfaultfd -- another context
+ *         or library -- already watches that memory), -ENOMEM
+ *         (RLIMIT_MEMLOCK), -ENOSPC (limits reached and every registration
+ *         in use).
  */
 int mrsync_get(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t access,
 	       struct mrsync_reg *out);

@@ -59,6 +59,17 @@ public:
 	virtual bool drain(std::vector<Range> &out) = 0;
 
 	/**
+	 * Moves into `out` the ranges reported since the last call whose change
+	 * was still in progress when reported, and whose end this source cannot
+	 * observe -- so prepare_pin() cannot settle them (userfaultfd reports
+	 * MADV_DONTNEED before the zap). Each also went through drain(). The
+	 * core then pins such a range only for a lookup that needs it now.
+	 * @return true if some were lost: treat every range as unsettled.
+	 * Called with the context lock held, after drain().
+	 */
+	virtual bool drain_unsettled(std::vector<Range> & /*out*/) { return false; }
+
+	/**
 	 * Starts reporting changes of [va, va + len); called before the range is
 	 * pinned, so a change between watch and pin is reported. Success is a
 	 * promise: this source sees *every* change of that memory from now on.
