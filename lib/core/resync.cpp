@@ -182,12 +182,16 @@ Status Context::repin_locked(Region &r, std::span<const Range> offsets)
 		}
 		auto extents = backings_->pin(base, va, len, Backings::Holes::invalidate);
 		std::vector<Extent> invalid{{run.start, len, kNoBacking}};
-		if (!extents) { /* memlock or no free backing: the device must refuse */
+		if (!extents) { /* memlock or no free backing */
+			if (first)
+				first = extents.error();
+			/* A run still served (compaction) keeps its old backings;
+			 * an invalid one stays invalid: the device must refuse. */
+			if (r.translation->invalid_runs(run.start, len).empty())
+				continue;
 			MRSYNC_LOG(warning, "core", "cannot pin [0x%" PRIx64 ", +0x%" PRIx64
 				   "), entries left invalid: %s", va, len,
 				   extents.error().message.c_str());
-			if (first)
-				first = extents.error();
 		}
 		const std::span<const Extent> with = extents ? std::span<const Extent>(*extents)
 							     : std::span<const Extent>(invalid);
@@ -275,27 +279,53 @@ Status Context::resync_locked()
 
 std::size_t Context::compact_locked()
 {
-	const auto stale = backings_->with_stale_bytes();
-	if (stale.empty())
+	/* Stale bytes are pages a backing still pins that no entry uses; many
+	 * backings are slots running out. Both are cured the same way: re-pin
+	 * each maximal run of valid entries, whatever backs it now, as few new
+	 * backings as the driver allows -- a run is worth it if a backing in it
+	 * holds stale bytes, or, when slots are tight, if it spans several. */
+	const bool slots_tight = backings_->count() > driver_->caps().max_backings / 2;
+	if (!slots_tight && backings_->with_stale_bytes().empty())
 		return 0;
+	std::size_t compacted = 0;
 	for (auto &[key, r] : index_) {
-		std::vector<Range> runs;
-		for (const auto &e : r->translation->extents())
-			if (e.backing != kNoBacking && backings_->has_stale_bytes(e.backing))
-				runs.push_back({e.offset, e.offset + e.length});
-		if (runs.empty())
+		struct Run {
+			Range range;
+			std::size_t backings;
+			bool stale;
+		};
+		std::vector<Run> runs;
+		for (const auto &e : r->translation->extents()) {
+			if (e.backing == kNoBacking)
+				continue;
+			const bool stale = backings_->has_stale_bytes(e.backing);
+			if (!runs.empty() && runs.back().range.end == e.offset) {
+				runs.back().range.end += e.length;
+				++runs.back().backings;
+				runs.back().stale |= stale;
+			} else {
+				runs.push_back({{e.offset, e.offset + e.length}, 1, stale});
+			}
+		}
+		std::vector<Range> worth;
+		for (const Run &run : runs)
+			if (run.stale || (slots_tight && run.backings > 1))
+				worth.push_back(run.range);
+		if (worth.empty())
 			continue;
-		/* Re-pinning the still-current pages replaces the stale backing's
-		 * last uses; the fence below then lets it go. A run that cannot be
-		 * re-pinned stays invalid: the next lookup of it says why. */
-		(void)repin_locked(*r, runs);
+		/* The still-current pages, pinned again, replace the old backings'
+		 * last uses; the fence below lets those go. A run that cannot be
+		 * pinned (no free slot) keeps its old backings. */
+		(void)repin_locked(*r, worth);
+		compacted += worth.size();
 	}
 	const std::size_t before = backings_->count();
 	(void)fence_and_release_locked();
 	const std::size_t released = before > backings_->count() ? before - backings_->count() : 0;
-	stats_.compactions += stale.size();
-	MRSYNC_LOG(debug, "core", "compacted %zu backings (%zu released)", stale.size(), released);
-	return stale.size();
+	stats_.compactions += compacted;
+	MRSYNC_LOG(debug, "core", "compacted %zu runs (%zu backings released)", compacted,
+		   released);
+	return compacted;
 }
 
 void Context::mark_forked() noexcept
