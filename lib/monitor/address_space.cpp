@@ -13,6 +13,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 
 #include "unique_fd.hpp"
 
@@ -185,10 +186,46 @@ std::optional<Result<std::vector<Mapping>>> query_mappings(int fd, Range range)
 	return found;
 }
 
+/* The process's /proc/self/maps for PROCMAP_QUERY, kept open: opening it
+ * costs more than a query (2.7 us against about 1 us here). Queries on it
+ * are serialised (the kernel keeps per-file state for them). A fork child
+ * opens its own: the file names the process that opened it. Never
+ * destroyed: fork may come during exit. */
+struct MapsFile {
+	std::mutex mu;
+	UniqueFd fd;
+	pid_t owner = 0;
+
+	static MapsFile &get()
+	{
+		static MapsFile *file = new MapsFile;
+		return *file;
+	}
+};
+
+std::optional<Result<std::vector<Mapping>>> query_cached(Range range)
+{
+	MapsFile &file = MapsFile::get();
+	/* try_lock: a thread that held it at fork is gone in the child */
+	std::unique_lock lock(file.mu, std::try_to_lock);
+	if (!lock)
+		return std::nullopt;
+	if (file.owner != ::getpid()) {
+		file.fd.reset(::open("/proc/self/maps", O_RDONLY | O_CLOEXEC));
+		file.owner = ::getpid();
+	}
+	if (!file.fd)
+		return std::nullopt;
+	return query_mappings(file.fd.get(), range);
+}
+
 } // namespace
 
 Result<std::vector<Mapping>> mappings_in(Range range)
 {
+	if (!procmap_query_missing.load(std::memory_order_relaxed))
+		if (auto found = query_cached(range))
+			return std::move(*found);
 	UniqueFd fd(::open("/proc/self/maps", O_RDONLY | O_CLOEXEC));
 	if (!fd)
 		return make_error(errno, "cannot open /proc/self/maps");
