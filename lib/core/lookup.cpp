@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/* The slow path of a lookup or hint: find the registration that covers the
+ * request, or create one (watch, then pin); re-pin what the request needs;
+ * and the pin guards that keep every pin current (docs/design.md, "Pin
+ * guards"). Context lock held throughout, but for get_slow/hint/put. */
+#include "context.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <string>
+
+#include <mrsync/log.hpp>
+
+#include "format.hpp"
+#include "mapped_ranges.hpp"
+
+namespace mrsync::detail {
+
+namespace {
+
+std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v & ~(a - 1); }
+std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) & ~(a - 1); }
+
+} // namespace
+
+std::vector<Region *> Context::overlapping_locked(std::uint64_t start, std::uint64_t end)
+{
+	std::vector<Region *> found;
+	const std::uint64_t from = start > max_region_size_ ? start - max_region_size_ : 0;
+	for (auto it = index_.lower_bound({from, 0}); it != index_.end() && it->first.first < end;
+	     ++it)
+		if (it->second->end_va() > start)
+			found.push_back(it->second);
+	return found;
+}
+
+Region *Context::find_locked(std::uint64_t addr, std::uint64_t len, std::uint32_t access)
+{
+	for (Region *r : overlapping_locked(addr, addr + len))
+		if (r->state == Region::State::live && r->begin_va() <= addr &&
+		    addr + len <= r->end_va() && !(access & ~r->access.load()))
+			return r;
+	return nullptr;
+}
+
+Result<std::vector<std::uint64_t>> Context::watch_locked(std::uint64_t start, std::uint64_t size)
+{
+	/* A source that cannot see every change of the range says so (ENOTSUP,
+	 * with its reason); the range is served as long as one source can.
+	 * Memory nobody can see is refused: serving it would be a lost write
+	 * waiting for the first change nobody reports. */
+	std::vector<std::uint64_t> handles(sources_.size(), 0);
+	std::string reasons;
+	std::optional<Error> first;
+	bool seen = false;
+	for (std::size_t i = 0; i < sources_.size(); ++i) {
+		auto handle = sources_[i]->watch(start, size);
+		if (handle) {
+			handles[i] = *handle;
+			seen = true;
+			continue;
+		}
+		if (handle.error().code != ENOTSUP && !first)
+			first = handle.error();
+		reasons += (reasons.empty() ? "" : "; ") + handle.error().message;
+	}
+	if (seen)
+		return handles;
+	if (first) /* not mapped, memlock...: more telling than "unwatchable" */
+		return std::move(*first);
+	return make_error(ENOTSUP, fmt("no event source of this context can see every change of "
+				       "[0x%" PRIx64 ", +0x%" PRIx64 "), so it is not registered: %s",
+				       start, size, reasons.c_str()));
+}
+
+void Context::unwatch_locked(std::span<const std::uint64_t> handles) noexcept
+{
+	for (std::size_t i = 0; i < handles.size() && i < sources_.size(); ++i)
+		if (handles[i])
+			sources_[i]->unwatch(handles[i]);
+}
+
+namespace {
+
+/* Whether all of `range` is mapped read-write now (/proc/self/maps: slow,
+ * only for the pages a hint skips). */
+bool mapped_read_write(Range range)
+{
+	std::uint64_t at = range.start;
+	for (const Range &part : mapped_writable(range.start, range.end)) {
+		if (part.start > at)
+			break;
+		at = part.end;
+	}
+	return at >= range.end;
+}
+
+Error not_mapped(std::uint64_t addr, std::uint64_t len)
+{
+	return Error{EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+				 ") is not mapped, or not entirely",
+				 addr, len)};
+}
+
+} // namespace
+
+std::vector<Range> Context::unsettled_locked(std::uint64_t start, std::uint64_t end) const
+{
+	if (!guarded_)
+		return {};
+	return unsettled_.intersect({start, end});
+}
+
+Result<std::vector<Extent>> Context::pin_except_locked(std::uint64_t start, std::uint64_t size,
+						       std::span<const Range> skip)
+{
+	std::vector<Extent> extents;
+	std::uint64_t at = start;
+	auto pin_to = [&](std::uint64_t end) -> Status {
+		if (at >= end)
+			return {};
+		auto part = backings_->pin(start, at, end - at, Backings::Holes::fail);
+		if (!part)
+			return std::move(part).error();
+		extents.insert(extents.end(), part->begin(), part->end());
+		return {};
+	};
+	for (const Range &s : skip) {
+		if (auto ok = pin_to(s.start); !ok)
+			return std::move(ok).error();
+		extents.push_back({s.start - start, s.end - s.start, kNoBacking});
+		at = s.end;
+	}
+	if (auto ok = pin_to(start + size); !ok)
+		return std::move(ok).error();
+	return extents;
+}
+
+void Context::claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to)
+{
+	/* The registration takes the slots of its valid pages in [from, to);
+	 * an invalid page -- a hole inside an entry larger than a page, too --
+	 * keeps no slot, so its lookups go to the slow path and fail there. */
+	const std::uint64_t base = r.begin_va();
+	for (const Extent &e : r.translation->extents()) {
+		const std::uint64_t s = std::max(from, base + e.offset);
+		const std::uint64_t t = std::min(to, base + e.offset + e.length);
+		if (e.backing == kNoBacking || s >= t)
+			continue;
+		if (auto ok = table_.assign(s, t, &r); !ok)
+			MRSYNC_LOG(warning, "core", "region stays out of the page table: %s",
+				   ok.error().message.c_str());
+	}
+}
+
+Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t len,
+					       std::uint32_t access, Want want)
+{
+	const std::uint64_t start = align_down(addr, entry_size_);
+	const std::uint64_t size = align_up(addr + len, entry_size_) - start;
+	if (auto ok = make_room_locked(size); !ok)
+		return std::move(ok).error();
+	Region &r = slab_[free_slots_.back()];
+
+	/* Watch before pinning: a change between the two is then reported, and
+	 * watch() returns once no change of the range is in progress (the
+	 * sequence-then-retry idiom of mmu_interval_notifier; the retry is the
+	 * generation check of the caller). */
+	auto watches = watch_locked(start, size);
+	if (!watches)
+		return std::move(watches).error();
+	std::vector<Range> skip;
+	if (want == Want::hint && guarded_)
+		skip = unsettled_locked(start, start + size);
+	for (const Range &s : skip)
+		if (!mapped_read_write(s)) {
+			unwatch_locked(*watches);
+			return not_mapped(addr, len);
+		}
+	auto extents = pin_except_locked(start, size, skip);
+	Keys keys;
+	if (extents) {
+		Translation t(size);
+		t.replace(0, size, *extents, [](BackingId, std::uint64_t) {});
+		if (auto k = driver_->create(start, size, access, t.extents()); k) {
+			keys = *k;
+			r.translation.emplace(std::move(t));
+		} else {
+			extents = std::move(k).error();
+		}
+	}
+	if (!extents) {
+		unwatch_locked(*watches);
+		(void)fence_and_release_locked(); /* nothing maps what we pinned */
+		if (extents.error().code == EFAULT)
+			return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+						      ") is not mapped, or not entirely (%s)",
+						      addr, len, extents.error().message.c_str()));
+		return std::move(extents).error();
+	}
+	for (const auto &e : *extents)
+		if (e.backing != kNoBacking)
+			backings_->use(e.backing, e.length);
+
+	free_slots_.pop_back();
+	r.watches = std::move(*watches);
+	r.state = Region::State::live;
+	r.start.store(start, std::memory_order_relaxed);
+	r.size.store(size, std::memory_order_relaxed);
+	r.access.store(access, std::memory_order_relaxed);
+	r.keys.store(pack_keys(keys), std::memory_order_relaxed);
+	r.has_invalid.store(r.translation->invalid_bytes() != 0, std::memory_order_relaxed);
+	r.referenced.store(1, std::memory_order_relaxed);
+	index_.emplace(std::pair{start, r.slot}, &r);
+	max_region_size_ = std::max(max_region_size_, size);
+	++live_regions_;
+	registered_bytes_ += size;
+	++stats_.registrations;
+	if (holes_ok_ || !r.translation->invalid_bytes())
+		claim_table_locked(r, start, start + size);
+	return &r;
+}
+
+Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len)
+{
+	const std::uint64_t start = r.begin_va();
+	const std::uint64_t from = align_down(addr, entry_size_) - start;
+	const std::uint64_t to = align_up(addr + len, entry_size_) - start;
+	const auto runs = r.translation->invalid_runs(from, to - from);
+	if (runs.empty())
+		return {};
+	Status repinned = repin_locked(r, runs);
+	if (r.state != Region::State::live || !r.translation->invalid_runs(addr - start, len).empty())
+		return repinned ? Status(not_mapped(addr, len)) : repinned;
+	return {};
+}
+
+/* A hint re-pins the invalid pages of its range, but none whose change may
+ * still be in progress (unsettled_); it still says, as a lookup would, when
+ * part of its range is not mapped (read-write) now. */
+Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
+{
+	const std::uint64_t base = r.begin_va();
+	const std::uint64_t from = align_down(addr, entry_size_), to = align_up(addr + len, entry_size_);
+	if (holes_ok_ && r.translation->invalid_bytes() != 0) {
+		std::vector<Range> invalid;
+		for (const Range &run : r.translation->invalid_runs(from - base, to - from))
+			invalid.push_back({base + run.start, base + run.end});
+		std::vector<Range> settled;
+		for (const Range &run : subtract(invalid, unsettled_locked(from, to)))
+			settled.push_back({run.start - base, run.end - base});
+		if (!settled.empty())
+			(void)repin_locked(r, settled);
+		if (r.state != Region::State::live)
+			return {};
+	}
+	for (const Range &run : r.translation->invalid_runs(addr - base, len))
+		if (!mapped_read_write({base + run.start, base + run.end}))
+			return not_mapped(addr, len);
+	return {};
+}
+
+/* What a lookup or hint may re-pin in a registration that covers it.
+ * @return ESTALE when `r` was retired to make way for a new registration. */
+Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want)
+{
+	if (want == Want::hint && guarded_)
+		return hint_locked(r, addr, len);
+	if (holes_ok_)
+		return repin_invalid_locked(r, addr, len);
+	/* The driver serves a registration only without holes (one MR covers
+	 * it): all of them are re-pinned -- unless some outside the request may
+	 * still be changing (unsettled_), which only a lookup that needs them
+	 * may pin -- or unless some stay unmapped: then a new registration
+	 * covers just the request. */
+	const std::uint64_t base = r.begin_va();
+	const std::uint64_t from = align_down(addr, entry_size_), to = align_up(addr + len, entry_size_);
+	const auto retired = [&] {
+		retire_locked(r);
+		return make_error(ESTALE, "registration retired");
+	};
+	if (r.translation->invalid_bytes() != 0 &&
+	    (!unsettled_locked(base, from).empty() || !unsettled_locked(to, r.end_va()).empty()))
+		return retired();
+	if (auto ok = repin_invalid_locked(r, base, r.size.load()); !ok) {
+		if (r.state == Region::State::live &&
+		    !r.translation->invalid_runs(addr - base, len).empty())
+			return ok;
+		return retired();
+	}
+	return {};
+}
+
+Status Context::slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t access, Want want,
+			  mrsync_reg *out)
+{
+	if (auto ok = validate_request(addr, len, access); !ok)
+		return ok;
+	std::lock_guard guard(lock_);
+	++stats_.misses;
+	ThreadState &ts = thread_state_locked();
+	for (;;) {
+		if (forked_)
+			if (auto ok = rebuild_after_fork_locked(); !ok)
+				return ok;
+		if (check_generations_ && generations_moved())
+			if (auto ok = resync_locked(); !ok)
+				return ok;
+		Region *r = find_locked(addr, len, access);
+		if (!r) {
+			auto created = create_region_locked(addr, len, access, want);
+			if (!created)
+				return std::move(created).error();
+			r = *created;
+		} else if (auto ok = serve_locked(*r, addr, len, want); !ok) {
+			if (ok.error().code == ESTALE)
+				continue;
+			return ok;
+		}
+		/* Events that arrived while we pinned: apply them first, so what
+		 * we hand out is current when we return. */
+		if (check_generations_ && generations_moved())
+			continue;
+		claim_table_locked(*r, align_down(addr, entry_size_),
+				   align_up(addr + len, entry_size_));
+		if (want == Want::hint)
+			return {};
+		/* A lookup pinned these pages after every change reported so far:
+		 * whatever was in progress there is its business now. */
+		unsettled_.remove({align_down(addr, entry_size_), align_up(addr + len, entry_size_)});
+		ThreadState::bump(ts.holds[r->slot], 1);
+		r->referenced.store(1, std::memory_order_relaxed);
+		const Keys keys = r->current_keys();
+		*out = {r->begin_va(), r->size.load(), keys.lkey, keys.rkey,
+			reinterpret_cast<mrsync_region *>(r)};
+		return {};
+	}
+}
+
+Status Context::get_slow(std::uint64_t addr, std::uint64_t len, std::uint32_t access,
+			 mrsync_reg &out)
+{
+	return slow_path(addr, len, access, Want::lookup, &out);
+}
+
+Status Context::put(mrsync_region *handle)
+{
+	const Region *r = owned_region(handle);
+	if (!r)
+		return make_error(EINVAL, "reg->region was not handed out by this context");
+	ThreadState *ts = tls_slots[0].ctx_id == id_ ? tls_slots[0].state : nullptr;
+	if (!ts) {
+		std::lock_guard guard(lock_);
+		ts = &thread_state_locked();
+	}
+	ThreadState::bump(ts->holds[r->slot], -1);
+	return {};
+}
+
+Status Context::hint(std::uint64_t addr, std::uint64_t len, std::uint32_t access)
+{
+	return slow_path(addr, len, access, Want::hint, nullptr);
+}
+
+} // namespace mrsync::detail
