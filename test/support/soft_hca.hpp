@@ -54,6 +54,9 @@ public:
 	Mapping &operator=(const Mapping &) = delete;
 
 	explicit operator bool() const { return base_ != nullptr; }
+	/** Leaves whatever is mapped there alone from now on (part of it now
+	 *  belongs to someone else). */
+	void forget() { base_ = nullptr; }
 	std::byte *at(std::size_t off) const { return base_ + off; }
 	std::size_t size() const { return len_; }
 
