@@ -1,7 +1,8 @@
-/* SPDX-License-Identifier: MIT */
 #include "churn_workload.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,7 +13,9 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -26,19 +29,43 @@ namespace {
 
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kHugePage = 2ull << 20;
+constexpr std::size_t kMaxWidePages = 4; /* a wide DMA spans 2 .. this many pages */
+
+/* What backs a page now. */
+enum class Kind : std::uint8_t {
+	anon,  /* private anonymous memory (or a PROT_NONE guard, see Page::mapped) */
+	shm,   /* a SysV shm segment attached over it */
+	memfd, /* its own page of the buffer's memfd, MAP_SHARED */
+};
 
 struct Page {
 	std::uint64_t addr = 0;
 	std::uint64_t size = 0;
 	bool huge = false;
-	bool mapped = true; /* guarded by lock */
+	std::size_t buffer = 0;        /* index in Arena::buffers() */
+	std::uint64_t file_offset = 0; /* memfd pages: where in the file */
+	bool mapped = true;            /* guarded by lock */
+	Kind kind = Kind::anon;        /* guarded by lock */
 	std::mutex lock;
+};
+
+/* One registration's worth of memory: pages [first, first + count). */
+struct Buffer {
+	std::uint64_t base = 0;
+	std::uint64_t len = 0;
+	std::size_t first = 0;
+	std::size_t count = 0;
+	bool huge = false;
+	int memfd = -1; /* memfd buffers: the file, owned by the arena */
 };
 
 /* Counters shared by the threads; the report is a snapshot of them. */
 struct Counters {
-	std::atomic<std::uint64_t> ops{0}, dma_writes{0}, lost{0}, refused{0}, unmapped_gets{0};
-	std::atomic<std::uint64_t> churn{0}, huge_churn{0}, errors{0};
+	std::atomic<std::uint64_t> ops{0}, dma_writes{0}, wide_writes{0}, lost{0}, refused{0};
+	std::atomic<std::uint64_t> lost_by[4]{}; /* by LossKind */
+	std::atomic<std::uint64_t> unmapped_gets{0}, unwatchable_gets{0};
+	std::atomic<std::uint64_t> churn{0}, huge_churn{0}, shm_churn{0}, memfd_churn{0};
+	std::atomic<std::uint64_t> hints{0}, hints_refused{0}, errors{0};
 	std::mutex error_lock;
 	std::string first_error;
 
@@ -55,11 +82,19 @@ struct Counters {
 		Report r;
 		r.ops = ops.load();
 		r.dma_writes = dma_writes.load();
+		r.wide_writes = wide_writes.load();
 		r.lost_writes = lost.load();
+		for (std::size_t k = 0; k < std::size(lost_by); ++k)
+			r.lost_by[k] = lost_by[k].load();
 		r.refused = refused.load();
 		r.unmapped_gets = unmapped_gets.load();
+		r.unwatchable_gets = unwatchable_gets.load();
 		r.churn_ops = churn.load();
 		r.hugepage_ops = huge_churn.load();
+		r.shm_ops = shm_churn.load();
+		r.memfd_ops = memfd_churn.load();
+		r.hints = hints.load();
+		r.hints_refused = hints_refused.load();
 		r.errors = errors.load();
 		return r;
 	}
@@ -76,6 +111,14 @@ void *fresh_mapping(std::uint64_t addr, std::uint64_t len, bool huge)
 		    map_flags(huge) | (addr ? MAP_FIXED : 0), -1, 0);
 }
 
+/* The page's own page of its memfd, mapped again at its address. */
+bool map_file_page(const Page &page, int memfd)
+{
+	const auto offset = static_cast<off_t>(page.file_offset);
+	return mmap(reinterpret_cast<void *>(page.addr), page.size, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_FIXED, memfd, offset) != MAP_FAILED;
+}
+
 bool hugepages_free(unsigned wanted)
 {
 	std::ifstream meminfo("/proc/meminfo");
@@ -86,15 +129,67 @@ bool hugepages_free(unsigned wanted)
 	return false;
 }
 
+/* Whether the kernel module is among the sources of a context created with
+ * mrsync_params::sources = `sources` (0: automatic, the module when
+ * /dev/mrsync exists). It sees every change; userfaultfd does not. */
+bool module_is_source(std::uint32_t sources)
+{
+	if (!sources)
+		return access("/dev/mrsync", F_OK) == 0;
+	return (sources & MRSYNC_SOURCE_KMOD) != 0;
+}
+
+/* A SysV shm segment of `len` bytes, attached at `addr` (SHM_REMAP: over
+ * what is mapped there) or anywhere (addr 0), and marked for removal at once
+ * so that it goes away with its last detach, even if the process dies.
+ * @return the address, or MAP_FAILED with errno set. */
+void *attach_new_segment(std::uint64_t addr, std::uint64_t len, bool huge, int flags)
+{
+	const int id = shmget(IPC_PRIVATE, len, IPC_CREAT | 0600 | (huge ? SHM_HUGETLB : 0));
+	if (id < 0)
+		return MAP_FAILED;
+	void *at = shmat(id, reinterpret_cast<void *>(addr), flags);
+	const int saved = errno;
+	shmctl(id, IPC_RMID, nullptr);
+	errno = saved;
+	return at == reinterpret_cast<void *>(-1) ? MAP_FAILED : at;
+}
+
+/*
+ * Whether the context's driver can pin a 4 KiB SysV shm page. Debian 6.1's
+ * io_uring (the QEMU guest) cannot: it long-term pins anonymous, shmem-file
+ * and hugetlbfs memory only, so the workload then attaches shm over its
+ * hugepages only. The one call the workload makes to the driver itself, made
+ * before any thread runs and undone at once (a pin no translation used).
+ */
+bool driver_pins_small_shm(Driver &driver)
+{
+	void *at = attach_new_segment(0, kPage, false, 0);
+	if (at == MAP_FAILED)
+		return false;
+	auto pinned = driver.pin(reinterpret_cast<std::uint64_t>(at), kPage);
+	if (pinned)
+		driver.unpin(*pinned);
+	shmdt(at);
+	return pinned.ok();
+}
+
 /* The workload's memory: buffers carved into pages, each with its lock. */
 class Arena {
 public:
+	Arena() = default;
+	Arena(const Arena &) = delete;
+	Arena &operator=(const Arena &) = delete;
 	~Arena()
 	{
-		for (auto &p : pages_) /* mapped, or a PROT_NONE guard */
+		for (auto &p : pages_) /* mapped, a shm attachment, or a PROT_NONE guard */
 			munmap(reinterpret_cast<void *>(p->addr), p->size);
+		for (const auto &b : buffers_)
+			if (b.memfd >= 0)
+				close(b.memfd);
 	}
 
+	/* Private anonymous memory, 4 KiB pages or hugepages. */
 	Status add_buffer(unsigned pages, bool huge)
 	{
 		const std::uint64_t unit = huge ? kHugePage : kPage;
@@ -102,47 +197,126 @@ public:
 		if (base == MAP_FAILED)
 			return make_error(errno, std::string("mmap of a buffer failed: ") +
 							 std::strerror(errno));
-		std::memset(base, 0, pages * unit);
-		buffers_.push_back({reinterpret_cast<std::uint64_t>(base), pages * unit});
-		for (unsigned i = 0; i < pages; ++i) {
-			auto p = std::make_unique<Page>();
-			p->addr = reinterpret_cast<std::uint64_t>(base) + i * unit;
-			p->size = unit;
-			p->huge = huge;
-			pages_.push_back(std::move(p));
-		}
+		add(Buffer{.base = reinterpret_cast<std::uint64_t>(base), .len = pages * unit,
+			   .huge = huge},
+		    unit, Kind::anon);
 		return {};
 	}
 
-	std::span<std::unique_ptr<Page>> pages() { return pages_; }
-	const std::vector<std::pair<std::uint64_t, std::uint64_t>> &buffers() const { return buffers_; }
+	/* A memfd of `pages` 4 KiB pages, mapped shared. */
+	Status add_memfd_buffer(unsigned pages)
+	{
+		const auto fail = [](const char *what) {
+			return make_error(errno, std::string(what) + " of a memfd buffer failed: " +
+							 std::strerror(errno));
+		};
+		const int fd = memfd_create("mrsync-workload", MFD_CLOEXEC);
+		if (fd < 0)
+			return fail("memfd_create");
+		const std::uint64_t len = pages * kPage;
+		void *base = MAP_FAILED;
+		if (ftruncate(fd, static_cast<off_t>(len)) == 0)
+			base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (base == MAP_FAILED) {
+			auto error = fail("mapping");
+			close(fd);
+			return error;
+		}
+		add(Buffer{.base = reinterpret_cast<std::uint64_t>(base), .len = len, .memfd = fd},
+		    kPage, Kind::memfd);
+		return {};
+	}
+
+	std::span<const std::unique_ptr<Page>> pages() const { return pages_; }
+	std::span<const Buffer> buffers() const { return buffers_; }
+	const Buffer &buffer_of(const Page &page) const { return buffers_[page.buffer]; }
 
 private:
+	void add(Buffer buffer, std::uint64_t unit, Kind kind)
+	{
+		std::memset(reinterpret_cast<void *>(buffer.base), 0, buffer.len);
+		buffer.first = pages_.size();
+		buffer.count = buffer.len / unit;
+		for (std::size_t i = 0; i < buffer.count; ++i) {
+			auto p = std::make_unique<Page>();
+			p->addr = buffer.base + i * unit;
+			p->size = unit;
+			p->huge = buffer.huge;
+			p->buffer = buffers_.size();
+			p->file_offset = i * unit;
+			p->kind = kind;
+			pages_.push_back(std::move(p));
+		}
+		buffers_.push_back(buffer);
+	}
+
 	std::vector<std::unique_ptr<Page>> pages_;
-	std::vector<std::pair<std::uint64_t, std::uint64_t>> buffers_;
+	std::vector<Buffer> buffers_;
 };
 
-/* One DMA write of random bytes into a random part of a page, checked. */
-void dma_once(Context &ctx, const DmaWrite &dma, Page &page, std::mt19937_64 &rng,
-	      std::uint64_t user_data, Counters &c)
+/* Locks a run of pages in address order (the order every thread that takes
+ * several uses) and unlocks them when it goes. */
+class RunLock {
+public:
+	explicit RunLock(std::span<const std::unique_ptr<Page>> run)
+	{
+		for (std::size_t i = 0; i < run.size(); ++i)
+			locks_.emplace_back(run[i]->lock);
+	}
+
+private:
+	std::vector<std::unique_lock<std::mutex>> locks_;
+};
+
+/* Random bytes, none zero (a fresh page reads zero), in one draw per 8. */
+void fill_pattern(std::span<std::byte> out, std::mt19937_64 &rng)
 {
-	std::lock_guard guard(page.lock);
-	const std::uint64_t len = 8 + rng() % 248;
-	const std::uint64_t off = rng() % (page.size - len);
-	std::byte pattern[256];
-	for (std::uint64_t i = 0; i < len; ++i)
-		pattern[i] = std::byte(rng() | 1); /* never zero: a fresh page reads zero */
-	const std::uint64_t va = page.addr + off;
+	for (std::size_t i = 0; i < out.size(); i += 8) {
+		const std::uint64_t r = rng() | 0x0101010101010101ull;
+		std::memcpy(out.data() + i, &r, std::min<std::size_t>(8, out.size() - i));
+	}
+}
+
+/*
+ * One DMA write of random bytes into a run of adjacent pages of one buffer,
+ * through one lookup, checked: inside the page for a run of one, from
+ * somewhere in the first page to somewhere in the last otherwise.
+ */
+void dma_once(Context &ctx, const DmaWrite &dma, std::span<const std::unique_ptr<Page>> run,
+	      std::mt19937_64 &rng, std::uint64_t user_data, std::vector<std::byte> &pattern,
+	      Counters &c)
+{
+	RunLock guard(run);
+	const Page &first = *run.front(), &last = *run.back();
+	std::uint64_t va, len;
+	if (run.size() == 1) {
+		len = 8 + rng() % 248;
+		va = first.addr + rng() % (first.size - len);
+	} else {
+		va = first.addr + rng() % first.size;
+		len = last.addr + 1 + rng() % last.size - va;
+	}
+	pattern.resize(len);
+	fill_pattern(pattern, rng);
+	const bool all_mapped = std::all_of(run.begin(), run.end(),
+					    [](const auto &p) { return p->mapped; });
+	const auto any = [run](Kind kind) {
+		return std::any_of(run.begin(), run.end(),
+				   [kind](const auto &p) { return p->kind == kind; });
+	};
+	const bool unwatchable = any(Kind::shm) || any(Kind::memfd);
 
 	auto reg = ctx.get(reinterpret_cast<void *>(va), len);
 	if (!reg) {
-		if (reg.error().code == EFAULT && !page.mapped)
+		if (reg.error().code == EFAULT && !all_mapped)
 			c.unmapped_gets.fetch_add(1);
+		else if (reg.error().code == ENOTSUP && unwatchable)
+			c.unwatchable_gets.fetch_add(1);
 		else
 			c.error("get: " + reg.error().message);
 		return;
 	}
-	auto done = dma(*reg, va, std::span<const std::byte>(pattern, len), user_data);
+	auto done = dma(*reg, va, pattern, user_data);
 	if (!done) {
 		c.error("dma: " + done.error().message);
 		return;
@@ -152,9 +326,17 @@ void dma_once(Context &ctx, const DmaWrite &dma, Page &page, std::mt19937_64 &rn
 		return;
 	}
 	c.dma_writes.fetch_add(1);
+	if (run.size() > 1)
+		c.wide_writes.fetch_add(1);
 	/* Silent loss: the device wrote somewhere the application cannot see. */
-	if (!page.mapped || std::memcmp(reinterpret_cast<void *>(va), pattern, len) != 0)
-		c.lost.fetch_add(1);
+	if (all_mapped && std::memcmp(reinterpret_cast<void *>(va), pattern.data(), len) == 0)
+		return;
+	c.lost.fetch_add(1);
+	c.lost_by[std::size_t(any(Kind::memfd) ? LossKind::memfd
+			      : any(Kind::shm) ? LossKind::shm
+			      : first.huge     ? LossKind::hugepage
+					       : LossKind::anon)]
+		.fetch_add(1);
 }
 
 /* Where the churn thread parks pages it moves with mremap: its own reserved
@@ -195,22 +377,108 @@ bool unmap_and_guard(Page &page)
 		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED;
 }
 
-/* One change of the mapping under a page, the kind picked at random. */
-void churn_once(Page &page, Scratch &scratch, std::mt19937_64 &rng, Counters &c)
+/* A fresh private page (or hugepage) at the page's address. A hugepage may
+ * have to wait for one the cache still pins (released at its next resync;
+ * io_uring lets go asynchronously): retried for up to 100 ms before it counts
+ * as a failure. A failed MAP_FIXED may leave a hole: it is guarded and the
+ * page counts as unmapped. @return false with errno set on failure. */
+bool map_fresh(Page &page)
 {
+	for (int attempt = 0;; ++attempt) {
+		if (fresh_mapping(page.addr, page.size, page.huge) != MAP_FAILED) {
+			page.mapped = true;
+			page.kind = Kind::anon;
+			return true;
+		}
+		if (!page.huge || errno != ENOMEM || attempt == 100)
+			break;
+		std::this_thread::sleep_for(std::chrono::milliseconds(1));
+	}
+	const int saved = errno;
+	unmap_and_guard(page);
+	page.mapped = false;
+	page.kind = Kind::anon;
+	errno = saved;
+	return false;
+}
+
+/* What the mutator may do besides the plain changes. */
+struct MutatorCaps {
+	bool small_shm = false; /* attach shm over 4 KiB pages (the driver can pin it) */
+	bool huge_shm = false;  /* attach SHM_HUGETLB segments over hugepages */
+	bool shm_remap = false; /* shmat(SHM_REMAP): only a source that sees it */
+};
+
+/* A SysV shm segment takes the page's place: munmap + shmat at its address,
+ * or shmat(SHM_REMAP) over it. Out of hugepages for the segment (a stale pin
+ * may still hold the one just freed): a fresh private hugepage instead.
+ * @return false with errno set on failure. Called with the page's lock. */
+bool attach_shm(Page &page, bool remap, Counters &c)
+{
+	if (!remap && munmap(reinterpret_cast<void *>(page.addr), page.size) != 0)
+		return false;
+	if (attach_new_segment(page.addr, page.size, page.huge, remap ? SHM_REMAP : 0) !=
+	    MAP_FAILED) {
+		page.kind = Kind::shm;
+		c.shm_churn.fetch_add(1);
+		return true;
+	}
+	if (page.huge && (errno == ENOMEM || errno == ENOSPC))
+		return map_fresh(page);
+	if (!remap) { /* a hole now: guard it */
+		const int saved = errno;
+		unmap_and_guard(page);
+		page.mapped = false;
+		errno = saved;
+	}
+	return false;
+}
+
+/* MADV_DONTNEED over pages [index, index + n) of a 4 KiB-page buffer, n >= 2
+ * (an allocator giving back a large block): the zap runs page after page
+ * after one event for the whole range, so the later pages stay mapped for a
+ * while after the event: race B's window, wide. Whatever is mapped there
+ * (a guard, shm) takes it. */
+void dontneed_run(const Arena &arena, std::size_t index, std::mt19937_64 &rng, Counters &c)
+{
+	const Buffer &buffer = arena.buffer_of(*arena.pages()[index]);
+	const std::size_t left = buffer.first + buffer.count - index;
+	const auto run = arena.pages().subspan(index, 2 + rng() % (left - 1));
+	RunLock guard(run);
+	if (madvise(reinterpret_cast<void *>(run.front()->addr), run.size() * kPage,
+		    MADV_DONTNEED) != 0)
+		return c.error(std::string("madvise of a run: ") + std::strerror(errno));
+	c.churn.fetch_add(1);
+}
+
+/* One change of a page of a private (anonymous or hugepage) buffer, the kind
+ * picked at random. */
+void change_private(const Arena &arena, std::size_t index, Scratch &scratch,
+		    const MutatorCaps &caps, std::mt19937_64 &rng, Counters &c)
+{
+	Page &page = *arena.pages()[index];
+	const unsigned op = rng() % 8;
+	const Buffer &buffer = arena.buffer_of(page);
+	if (op == 7 && !page.huge && index + 1 < buffer.first + buffer.count)
+		return dontneed_run(arena, index, rng, c);
 	std::lock_guard guard(page.lock);
 	auto *addr = reinterpret_cast<void *>(page.addr);
 	const auto fail = [&](const char *what) {
 		c.error(std::string(what) + ": " + std::strerror(errno));
 	};
 	if (!page.mapped) {
-		if (fresh_mapping(page.addr, page.size, page.huge) == MAP_FAILED)
+		if (!map_fresh(page))
 			return fail("mmap back");
-		page.mapped = true;
+	} else if (page.kind == Kind::shm) { /* detach: anonymous memory again */
+		if (shmdt(addr) != 0)
+			return fail("shmdt");
+		if (!map_fresh(page))
+			return fail("mmap after shmdt");
+		c.shm_churn.fetch_add(1);
 	} else {
-		switch (rng() % 5) {
+		switch (op) {
 		case 0: /* a fresh page at the same address */
-			if (fresh_mapping(page.addr, page.size, page.huge) == MAP_FAILED)
+			if (!map_fresh(page))
 				return fail("mmap MAP_FIXED");
 			break;
 		case 1: /* gone; lookups must fail until it comes back */
@@ -218,14 +486,15 @@ void churn_once(Page &page, Scratch &scratch, std::mt19937_64 &rng, Counters &c)
 				return fail("munmap");
 			page.mapped = false;
 			break;
-		case 2: /* the next touch gets a new zero page */
+		case 2: /* the next touch gets a new zero page (race B's change) */
+		case 3:
 			if (madvise(addr, page.size, MADV_DONTNEED) != 0)
 				return fail("madvise");
 			break;
-		case 3: /* the page moves away; a fresh one takes its place */
-		case 4: /* away and back: the same physical page returns */
+		case 4: /* the page moves away; a fresh one takes its place */
+		case 5: /* away and back: the same physical page returns */
 			if (page.huge) { /* hugetlb mremap is not what we test: remap */
-				if (fresh_mapping(page.addr, page.size, true) == MAP_FAILED)
+				if (!map_fresh(page))
 					return fail("mmap MAP_FIXED");
 				break;
 			}
@@ -236,10 +505,20 @@ void churn_once(Page &page, Scratch &scratch, std::mt19937_64 &rng, Counters &c)
 				if (mremap(scratch.addr(), page.size, page.size,
 					   MREMAP_MAYMOVE | MREMAP_FIXED, addr) == MAP_FAILED)
 					return fail("mremap back");
-			} else if (fresh_mapping(page.addr, page.size, false) == MAP_FAILED) {
+			} else if (!map_fresh(page)) {
 				return fail("mmap after mremap");
 			}
 			scratch.reset(page.size);
+			break;
+		case 6: /* SysV shm over it, detached by a later change */
+		case 7: /* (the last page of its buffer: no run) */
+			if (!(page.huge ? caps.huge_shm : caps.small_shm)) {
+				if (madvise(addr, page.size, MADV_DONTNEED) != 0)
+					return fail("madvise");
+				break;
+			}
+			if (!attach_shm(page, caps.shm_remap && rng() % 2, c))
+				return fail("shm attach");
 			break;
 		}
 	}
@@ -247,6 +526,203 @@ void churn_once(Page &page, Scratch &scratch, std::mt19937_64 &rng, Counters &c)
 	if (page.huge)
 		c.huge_churn.fetch_add(1);
 }
+
+/* One change of a page of a memfd buffer: its file page is punched out,
+ * truncated away and back (with every later page of the file, all locked),
+ * zapped from the page tables, or mapped again. */
+void change_memfd(const Arena &arena, std::size_t index, std::mt19937_64 &rng, Counters &c)
+{
+	const Page &page = *arena.pages()[index];
+	const Buffer &buffer = arena.buffer_of(page);
+	const auto fail = [&](const char *what) {
+		c.error(std::string(what) + ": " + std::strerror(errno));
+	};
+	const auto off = static_cast<off_t>(page.file_offset);
+	const unsigned op = rng() % 4;
+	/* truncation takes every page from this one to the end of the file */
+	const std::size_t locked = op == 1 ? buffer.first + buffer.count - index : 1;
+	RunLock guard(arena.pages().subspan(index, locked));
+	switch (op) {
+	case 0:
+		if (fallocate(buffer.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+			      static_cast<off_t>(page.size)) != 0)
+			return fail("fallocate(PUNCH_HOLE)");
+		break;
+	case 1:
+		if (ftruncate(buffer.memfd, off) != 0 ||
+		    ftruncate(buffer.memfd, static_cast<off_t>(buffer.len)) != 0)
+			return fail("ftruncate");
+		break;
+	case 2:
+		if (madvise(reinterpret_cast<void *>(page.addr), page.size, MADV_DONTNEED) != 0)
+			return fail("madvise");
+		break;
+	case 3:
+		if (!map_file_page(page, buffer.memfd))
+			return fail("mmap MAP_FIXED of the memfd");
+		break;
+	}
+	c.churn.fetch_add(1);
+	c.memfd_churn.fetch_add(1);
+}
+
+/* Picks what a DMA thread writes next: one page, or (wide_percent of the
+ * time) 2 to kMaxWidePages adjacent pages of one 4 KiB-page buffer. */
+std::span<const std::unique_ptr<Page>> pick_run(const Arena &arena,
+						std::span<const std::size_t> wide_buffers,
+						unsigned wide_percent, std::mt19937_64 &rng)
+{
+	const auto pages = arena.pages();
+	if (wide_buffers.empty() || rng() % 100 >= wide_percent)
+		return pages.subspan(rng() % pages.size(), 1);
+	const Buffer &b = arena.buffers()[wide_buffers[rng() % wide_buffers.size()]];
+	const std::size_t n = std::min<std::size_t>(b.count, 2 + rng() % (kMaxWidePages - 1));
+	return pages.subspan(b.first + rng() % (b.count - n + 1), n);
+}
+
+using Clock = std::chrono::steady_clock;
+
+/* One run's threads and what they share. The workers (DMA threads and the
+ * mutator) do the operations and end the run; the helpers (the hinter, CPU
+ * burners, the progress reporter) run alongside until then. */
+class Threads {
+public:
+	Threads(Context &ctx, DmaWrite dma, const Options &options, const Arena &arena,
+		MutatorCaps caps)
+		: ctx_(ctx), dma_(std::move(dma)), options_(options), arena_(arena), caps_(caps),
+		  churn_ops_(options.ops * options.churn_percent / 100),
+		  dma_ops_(options.ops - churn_ops_), dma_running_(options.dma_threads)
+	{
+		for (std::size_t b = 0; b < arena.buffers().size(); ++b)
+			if (!arena.buffers()[b].huge && arena.buffers()[b].count > 1)
+				wide_buffers_.push_back(b);
+	}
+
+	/* @return the counters once every worker is done. */
+	Report run()
+	{
+		start_ = Clock::now();
+		const std::chrono::duration<double> budget(options_.seconds);
+		deadline_ = start_ + std::chrono::duration_cast<Clock::duration>(budget);
+		std::vector<std::thread> workers, helpers;
+		for (unsigned t = 0; t < options_.dma_threads; ++t)
+			workers.emplace_back([this, t] { dma_thread(t); });
+		workers.emplace_back([this] { mutator_thread(); });
+		if (options_.hinter)
+			helpers.emplace_back([this] { hinter_thread(); });
+		for (unsigned t = 0; t < options_.stress_threads; ++t)
+			helpers.emplace_back([this] { stress_thread(); });
+		if (options_.progress)
+			helpers.emplace_back([this] { progress_thread(); });
+		for (auto &t : workers)
+			t.join();
+		done_.store(true);
+		for (auto &t : helpers)
+			t.join();
+		Report report = c_.snapshot();
+		report.first_error = c_.first_error;
+		report.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+		return report;
+	}
+
+private:
+	static constexpr auto kRelaxed = std::memory_order_relaxed;
+
+	void dma_thread(unsigned t)
+	{
+		std::mt19937_64 rng(options_.seed * 1000 + t);
+		std::vector<std::byte> pattern;
+		const unsigned n = options_.dma_threads;
+		const std::uint64_t mine = dma_ops_ / n + (t < dma_ops_ % n);
+		for (std::uint64_t i = 0; i < mine && !stop_.load(kRelaxed); ++i) {
+			const auto run = pick_run(arena_, wide_buffers_, options_.wide_percent,
+						  rng);
+			const std::uint64_t tag = (std::uint64_t(t + 1) << 48) | i;
+			dma_once(ctx_, dma_, run, rng, tag, pattern, c_);
+			dma_done_.fetch_add(1, kRelaxed);
+			c_.ops.fetch_add(1, kRelaxed);
+			if ((options_.stop_at_first_loss && c_.lost.load(kRelaxed)) ||
+			    (options_.seconds > 0 && Clock::now() > deadline_))
+				stop_.store(true);
+		}
+		dma_running_.fetch_sub(1);
+	}
+
+	void mutator_thread()
+	{
+		std::mt19937_64 rng(options_.seed * 1000 + 999);
+		Scratch scratch;
+		if (!scratch)
+			c_.error("cannot reserve the scratch area");
+		const auto pages = arena_.pages();
+		for (std::uint64_t i = 0; scratch && i < churn_ops_ && !stop_.load(); ++i) {
+			/* Paced: the changes spread over the whole run, not its start. */
+			while (dma_done_.load(kRelaxed) < i * dma_ops_ / churn_ops_ &&
+			       dma_running_.load(kRelaxed) && !stop_.load())
+				std::this_thread::sleep_for(std::chrono::microseconds(20));
+			const std::size_t index = rng() % pages.size();
+			if (arena_.buffer_of(*pages[index]).memfd >= 0)
+				change_memfd(arena_, index, rng, c_);
+			else
+				change_private(arena_, index, scratch, caps_, rng, c_);
+			c_.ops.fetch_add(1, kRelaxed);
+		}
+	}
+
+	/* Whole buffers, no page lock: its pins race every change. A hint
+	 * holds the context lock throughout; one that took long (a resync,
+	 * re-pins, a refusal) is followed by a pause as long, so that lookups
+	 * get the lock at least half the time. */
+	void hinter_thread()
+	{
+		std::mt19937_64 rng(options_.seed * 1000 + 998);
+		const auto buffers = arena_.buffers();
+		for (auto took = Clock::duration(); !done_.load(kRelaxed);) {
+			if (took > std::chrono::microseconds(20))
+				std::this_thread::sleep_for(took);
+			const Buffer &b = buffers[rng() % buffers.size()];
+			const auto start = Clock::now();
+			auto ok = ctx_.hint(reinterpret_cast<void *>(b.base), b.len);
+			took = Clock::now() - start;
+			if (ok)
+				c_.hints.fetch_add(1, kRelaxed);
+			else if (ok.error().code == EFAULT || ok.error().code == ENOTSUP)
+				c_.hints_refused.fetch_add(1, kRelaxed);
+			else
+				c_.error("hint: " + ok.error().message);
+		}
+	}
+
+	void stress_thread()
+	{
+		volatile std::uint64_t spin = 0;
+		while (!done_.load(kRelaxed))
+			for (int i = 0; i < 4096; ++i)
+				spin = spin + 1;
+	}
+
+	void progress_thread()
+	{
+		while (!done_.load()) {
+			std::this_thread::sleep_for(std::chrono::milliseconds(100));
+			options_.progress(c_.snapshot());
+		}
+	}
+
+	Context &ctx_;
+	const DmaWrite dma_;
+	const Options &options_;
+	const Arena &arena_;
+	const MutatorCaps caps_;
+	std::vector<std::size_t> wide_buffers_; /* buffers a wide DMA may span */
+	const std::uint64_t churn_ops_, dma_ops_;
+	Clock::time_point start_, deadline_;
+	Counters c_;
+	std::atomic<bool> done_{false}; /* the workers are done */
+	std::atomic<bool> stop_{false}; /* time is up, or the first loss (negative controls) */
+	std::atomic<std::uint64_t> dma_done_{0};
+	std::atomic<unsigned> dma_running_;
+};
 
 } // namespace
 
@@ -274,108 +750,121 @@ Result<Report> run(Context &ctx, const Options &options)
 	for (unsigned b = 0; b < options.buffers; ++b)
 		if (auto ok = arena.add_buffer(options.pages_per_buffer, false); !ok)
 			return std::move(ok).error();
+	for (unsigned b = 0; b < options.memfd_buffers; ++b)
+		if (auto ok = arena.add_memfd_buffer(options.pages_per_buffer); !ok)
+			return std::move(ok).error();
+	/* 2 hugepages, and as many spare for replacements and shm segments */
 	if (options.hugepages && hugepages_free(4))
-		if (auto ok = arena.add_buffer(2, true); !ok)
+		for (int b = 0; b < 2; ++b)
+			if (auto ok = arena.add_buffer(1, true); !ok)
+				return std::move(ok).error();
+	/* One registration per buffer, in one shot (the whole-area hint); a
+	 * source that cannot see memfd memory refuses it (counted by gets). */
+	for (const auto &b : arena.buffers())
+		if (auto ok = ctx.hint(reinterpret_cast<void *>(b.base), b.len);
+		    !ok && !(b.memfd >= 0 && ok.error().code == ENOTSUP))
 			return std::move(ok).error();
-	/* One registration per buffer, in one shot (the whole-area hint). */
-	for (const auto &[base, len] : arena.buffers())
-		if (auto ok = ctx.hint(reinterpret_cast<void *>(base), len); !ok)
-			return std::move(ok).error();
-
-	Counters c;
-	const auto pages = arena.pages();
-	const std::uint64_t churn_ops = options.ops * options.churn_percent / 100;
-	const std::uint64_t dma_ops = options.ops - churn_ops;
-	const auto start = std::chrono::steady_clock::now();
-	std::atomic<bool> done{false};
-
-	std::vector<std::thread> threads;
-	for (unsigned t = 0; t < options.dma_threads; ++t)
-		threads.emplace_back([&, t] {
-			std::mt19937_64 rng(options.seed * 1000 + t);
-			const std::uint64_t mine = dma_ops / options.dma_threads +
-						   (t < dma_ops % options.dma_threads);
-			for (std::uint64_t i = 0; i < mine; ++i) {
-				dma_once(ctx, dma, *pages[rng() % pages.size()], rng,
-					 (std::uint64_t(t + 1) << 48) | i, c);
-				c.ops.fetch_add(1, std::memory_order_relaxed);
-			}
-		});
-	threads.emplace_back([&] {
-		std::mt19937_64 rng(options.seed * 1000 + 999);
-		Scratch scratch;
-		if (!scratch)
-			c.error("cannot reserve the scratch area");
-		for (std::uint64_t i = 0; scratch && i < churn_ops; ++i) {
-			churn_once(*pages[rng() % pages.size()], scratch, rng, c);
-			c.ops.fetch_add(1, std::memory_order_relaxed);
-		}
-	});
-	std::thread reporter;
-	if (options.progress)
-		reporter = std::thread([&] {
-			while (!done.load()) {
-				std::this_thread::sleep_for(std::chrono::milliseconds(100));
-				options.progress(c.snapshot());
-			}
-		});
-	for (auto &t : threads)
-		t.join();
-	done.store(true);
-	if (reporter.joinable())
-		reporter.join();
-
-	Report report = c.snapshot();
-	report.first_error = c.first_error;
-	report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+	const MutatorCaps caps{.small_shm = options.shm && driver_pins_small_shm(ctx.driver()),
+			       .huge_shm = options.shm,
+			       .shm_remap = module_is_source(options.sources)};
+	Report report = Threads(ctx, std::move(dma), options, arena, caps).run();
+	report.refusals_allowed = !module_is_source(options.sources);
 	return report;
 }
 
 bool parse_option(int argc, char **argv, int &i, Options &options)
 {
-	if (auto v = cli::option(argc, argv, i, "--ops"); v && cli::count(*v)) {
-		options.ops = *cli::count(*v);
-		return true;
-	}
-	if (auto t = cli::option(argc, argv, i, "--threads"); t && cli::count(*t) && *cli::count(*t)) {
-		options.dma_threads = static_cast<unsigned>(*cli::count(*t));
-		return true;
-	}
-	return false;
+	/* A count in [min, max] after `name`; anything else leaves argv[i] alone. */
+	const auto number = [&](std::string_view name, std::uint64_t min,
+				 std::uint64_t max = UINT32_MAX) -> std::optional<std::uint64_t> {
+		const int at = i;
+		const auto text = cli::option(argc, argv, i, name);
+		const auto n = text ? cli::count(*text) : std::nullopt;
+		if (n && *n >= min && *n <= max)
+			return n;
+		i = at;
+		return std::nullopt;
+	};
+	const std::string_view arg = argv[i];
+	const auto narrow = [](std::uint64_t n) { return static_cast<unsigned>(n); };
+	if (auto n = number("--ops", 0, UINT64_MAX))
+		options.ops = *n;
+	else if (auto n = number("--seconds", 0))
+		options.seconds = static_cast<double>(*n);
+	else if (auto n = number("--seed", 0, UINT64_MAX))
+		options.seed = *n;
+	else if (auto n = number("--threads", 1))
+		options.dma_threads = narrow(*n);
+	else if (auto n = number("--stress", 0))
+		options.stress_threads = narrow(*n);
+	else if (auto n = number("--buffers", 1))
+		options.buffers = narrow(*n);
+	else if (auto n = number("--memfd-buffers", 0))
+		options.memfd_buffers = narrow(*n);
+	else if (auto n = number("--pages", 1))
+		options.pages_per_buffer = narrow(*n);
+	else if (auto n = number("--churn-percent", 1, 99))
+		options.churn_percent = narrow(*n);
+	else if (arg == "--stop-at-loss")
+		options.stop_at_first_loss = true;
+	else if (arg == "--no-hugepages")
+		options.hugepages = false;
+	else if (arg == "--no-shm")
+		options.shm = false;
+	else if (arg == "--no-hinter")
+		options.hinter = false;
+	else
+		return false;
+	return true;
 }
 
 std::string summary(const Report &r)
 {
-	char line[256];
+	const auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+	char line[512];
 	std::snprintf(line, sizeof(line),
-		      "ops=%llu lost_writes=%llu dma_writes=%llu refused=%llu unmapped_gets=%llu "
-		      "churn=%llu hugepage_churn=%llu errors=%llu",
-		      (unsigned long long)r.ops, (unsigned long long)r.lost_writes,
-		      (unsigned long long)r.dma_writes, (unsigned long long)r.refused,
-		      (unsigned long long)r.unmapped_gets, (unsigned long long)r.churn_ops,
-		      (unsigned long long)r.hugepage_ops, (unsigned long long)r.errors);
+		      "ops=%llu lost_writes=%llu dma_writes=%llu wide_writes=%llu refused=%llu "
+		      "unmapped_gets=%llu unwatchable_gets=%llu churn=%llu hugepage_churn=%llu "
+		      "shm_churn=%llu memfd_churn=%llu hints=%llu hints_refused=%llu errors=%llu "
+		      "seconds=%.1f ops_per_s=%.0f",
+		      u(r.ops), u(r.lost_writes), u(r.dma_writes), u(r.wide_writes), u(r.refused),
+		      u(r.unmapped_gets), u(r.unwatchable_gets), u(r.churn_ops), u(r.hugepage_ops),
+		      u(r.shm_ops), u(r.memfd_ops), u(r.hints), u(r.hints_refused), u(r.errors),
+		      r.seconds, r.seconds > 0 ? double(r.ops) / r.seconds : 0.0);
 	return line;
 }
 
-} // namespace mrsync::workload
-
-namespace mrsync::workload {
+bool passed(const Report &report, bool negative)
+{
+	if (negative)
+		return report.lost_writes > 0;
+	return report.lost_writes == 0 && report.errors == 0 &&
+	       (report.refusals_allowed || report.unwatchable_gets == 0);
+}
 
 int print_verdict(const char *name, Context &ctx, const Report &report, bool negative)
 {
+	const auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+	const auto lost = [&](LossKind k) { return u(report.lost_by[std::size_t(k)]); };
 	const mrsync_stats s = ctx.stats();
 	std::printf("%s%s: %s\n", name, negative ? " (negative control)" : "",
 		    summary(report).c_str());
 	std::printf("%s: resyncs=%llu full_resyncs=%llu entries_repinned=%llu "
-		    "entries_invalidated=%llu key_changes=%llu hits=%llu misses=%llu seconds=%.1f\n",
-		    name, (unsigned long long)s.resyncs, (unsigned long long)s.full_resyncs,
-		    (unsigned long long)s.entries_repinned, (unsigned long long)s.entries_invalidated,
-		    (unsigned long long)s.key_changes, (unsigned long long)s.hits,
-		    (unsigned long long)s.misses, report.seconds);
+		    "entries_invalidated=%llu key_changes=%llu hits=%llu misses=%llu\n",
+		    name, u(s.resyncs), u(s.full_resyncs), u(s.entries_repinned),
+		    u(s.entries_invalidated), u(s.key_changes), u(s.hits), u(s.misses));
+	if (report.lost_writes)
+		std::printf("%s: lost writes by page: anon=%llu hugepage=%llu shm=%llu "
+			    "memfd=%llu\n",
+			    name, lost(LossKind::anon), lost(LossKind::hugepage),
+			    lost(LossKind::shm), lost(LossKind::memfd));
 	if (report.errors)
 		std::printf("%s: first unexpected error: %s\n", name, report.first_error.c_str());
-	const bool pass = negative ? report.lost_writes > 0
-				   : report.lost_writes == 0 && report.errors == 0;
+	if (!negative && report.unwatchable_gets && !report.refusals_allowed)
+		std::printf("%s: %llu lookups refused with ENOTSUP although the kernel module, "
+			    "which sees every change, is a source\n",
+			    name, u(report.unwatchable_gets));
+	const bool pass = passed(report, negative);
 	if (negative && !pass)
 		std::printf("%s: the negative control lost no write: the test cannot fail\n", name);
 	std::printf("%d passed, %d failed\n", pass ? 1 : 0, pass ? 0 : 1);

@@ -1,9 +1,15 @@
 // The core's torture (apps/common/churn_workload), shortened, with real
 // RDMA WRITEs on Soft-RoCE as the DMA: several threads write through keys
-// from mrsync while another unmaps, remaps, madvises and mremaps the pages
-// underneath them. Same verdict as mrsync-torture: 0 lost writes, and the
-// negative control (--negative-control) must lose some.
-//   verbs_torture [--ops N] [--threads N] [--source kmod|uffd] [--negative-control]
+// from mrsync (some writes spanning several pages) while a mutator unmaps,
+// remaps, madvises, mremaps, attaches shm over and punches memfd holes in the
+// pages underneath them, and a hinter keeps hinting whole buffers. Same
+// verdict as mrsync-torture: 0 lost writes, ENOTSUP refusals only with
+// userfaultfd; the negative controls (--negative-control: no generation
+// check; --unguarded: MRSYNC_CTX_F_TEST_UNGUARDED_PINS) must lose some.
+// --stress N adds N CPU-burning threads (issue 9, class D: writes were lost
+// with userfaultfd on a loaded machine).
+//   verbs_torture [--ops N] [--threads N] [--stress N] [--source kmod|uffd]
+//                 [--negative-control | --unguarded]
 #include <unistd.h>
 
 #include <cstdio>
@@ -20,8 +26,7 @@ int main(int argc, char **argv)
 {
 	mrsync::workload::Options options;
 	options.ops = 20'000;
-	std::uint32_t sources = MRSYNC_SOURCE_KMOD;
-	bool negative = false;
+	std::uint32_t sources = MRSYNC_SOURCE_KMOD, flags = 0;
 	for (int i = 1; i < argc; ++i) {
 		if (mrsync::workload::parse_option(argc, argv, i, options))
 			continue;
@@ -29,10 +34,13 @@ int main(int argc, char **argv)
 		    s && mrsync::cli::source_mask(*s) && *mrsync::cli::source_mask(*s)) {
 			sources = *mrsync::cli::source_mask(*s);
 		} else if (std::string(argv[i]) == "--negative-control") {
-			negative = true;
+			flags |= MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK;
+		} else if (std::string(argv[i]) == "--unguarded") {
+			flags |= MRSYNC_CTX_F_TEST_UNGUARDED_PINS;
 		} else {
-			std::fprintf(stderr, "usage: verbs_torture [--ops N] [--threads N] "
-					     "[--source kmod|uffd] [--negative-control]\n");
+			std::fprintf(stderr, "usage: verbs_torture %s [--source kmod|uffd] "
+					     "[--negative-control | --unguarded]\n",
+				     mrsync::workload::kOptionsUsage);
 			return 2;
 		}
 	}
@@ -66,13 +74,14 @@ int main(int argc, char **argv)
 	params.driver = "verbs";
 	params.driver_arg = &vp;
 	params.sources = sources;
-	params.flags = negative ? MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK : 0;
+	params.flags = flags;
 	auto ctx = mrsync::Context::create(params);
 	if (!ctx) {
 		std::fprintf(stderr, "verbs_torture: %s\n", ctx.error().message.c_str());
 		return 1;
 	}
-	options.hugepages = false; /* the guest reserves none */
+	options.hugepages = false; /* Soft-RoCE over 4 KiB pages is what we test */
+	options.sources = sources;
 	options.dma = [&](const mrsync::Registration &reg, std::uint64_t va,
 			  std::span<const std::byte> bytes, std::uint64_t) -> mrsync::Result<int> {
 		std::lock_guard lock(qp_lock);
@@ -88,5 +97,5 @@ int main(int argc, char **argv)
 		std::fprintf(stderr, "verbs_torture: %s\n", report.error().message.c_str());
 		return 1;
 	}
-	return mrsync::workload::print_verdict("verbs torture", *ctx, *report, negative);
+	return mrsync::workload::print_verdict("verbs torture", *ctx, *report, flags != 0);
 }
