@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "backings.hpp"
 
-#include "mapped_ranges.hpp"
+#include "address_space.hpp"
 
 #include <algorithm>
 

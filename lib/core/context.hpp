@@ -183,6 +183,7 @@ private:
 
 	/* resync.cpp */
 	Status resync_locked();
+	Status prepare_pin_locked(std::span<const std::uint64_t> watches, Range range);
 	Status prepare_pin_locked(const Region &r, Range range);
 	Status repin_locked(Region &r, std::span<const Range> offsets);
 	void invalidate_locked(Region &r, std::span<const Range> offsets);

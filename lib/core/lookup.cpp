@@ -12,7 +12,7 @@
 #include <mrsync/log.hpp>
 
 #include "format.hpp"
-#include "mapped_ranges.hpp"
+#include "address_space.hpp"
 
 namespace mrsync::detail {
 
@@ -45,10 +45,9 @@ Region *Context::find_locked(std::uint64_t addr, std::uint64_t len, std::uint32_
 
 Result<std::vector<std::uint64_t>> Context::watch_locked(std::uint64_t start, std::uint64_t size)
 {
-	/* A source that cannot see every change of the range says so (ENOTSUP,
-	 * with its reason); the range is served as long as one source can.
-	 * Memory nobody can see is refused: serving it would be a lost write
-	 * waiting for the first change nobody reports. */
+	/* Every source that can watch the range does (a source that cannot
+	 * says why); whether one can vouch for pinning it is prepare_pin's
+	 * question, asked next. */
 	std::vector<std::uint64_t> handles(sources_.size(), 0);
 	std::string reasons;
 	std::optional<Error> first;
@@ -68,7 +67,7 @@ Result<std::vector<std::uint64_t>> Context::watch_locked(std::uint64_t start, st
 		return handles;
 	if (first) /* not mapped, memlock...: more telling than "unwatchable" */
 		return std::move(*first);
-	return make_error(ENOTSUP, fmt("no event source of this context can see every change of "
+	return make_error(ENOTSUP, fmt("no event source of this context can watch "
 				       "[0x%" PRIx64 ", +0x%" PRIx64 "), so it is not registered: %s",
 				       start, size, reasons.c_str()));
 }
@@ -162,13 +161,21 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 		return std::move(ok).error();
 	Region &r = slab_[free_slots_.back()];
 
-	/* Watch before pinning: a change between the two is then reported, and
-	 * watch() returns once no change of the range is in progress (the
-	 * sequence-then-retry idiom of mmu_interval_notifier; the retry is the
-	 * generation check of the caller). */
+	/* Watch before pinning: a change between the two is then reported; a
+	 * source then vouches that no change of the range is in progress and
+	 * that it sees every later one (the sequence-then-retry idiom of
+	 * mmu_interval_notifier; the retry is the generation check of the
+	 * caller). Memory no source vouches for is refused: serving it would be
+	 * a lost write waiting for the first change nobody reports. */
 	auto watches = watch_locked(start, size);
 	if (!watches)
 		return std::move(watches).error();
+	if (auto vouched = prepare_pin_locked(*watches, {start, start + size}); !vouched) {
+		unwatch_locked(*watches);
+		if (vouched.error().code == EFAULT)
+			return not_mapped(addr, len);
+		return std::move(vouched).error();
+	}
 	std::vector<Range> skip;
 	if (want == Want::hint && guarded_)
 		skip = unsettled_locked(start, start + size);

@@ -143,26 +143,35 @@ Status Context::apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
 	return {};
 }
 
-Status Context::prepare_pin_locked(const Region &r, Range range)
+Status Context::prepare_pin_locked(std::span<const std::uint64_t> watches, Range range)
 {
 	if (!guarded_) /* negative controls: pin on nobody's word */
 		return {};
-	/* The pin below is good if one source that watches the region can
-	 * vouch for it: it sees every later change, and none is in progress. */
-	std::optional<Error> refused;
-	for (std::size_t i = 0; i < sources_.size() && i < r.watches.size(); ++i) {
-		if (!r.watches[i])
+	/* The pin is good if one source that watches the range vouches for it:
+	 * it sees every later change there, and none is in progress. */
+	std::optional<Error> other;
+	std::string reasons;
+	for (std::size_t i = 0; i < sources_.size() && i < watches.size(); ++i) {
+		if (!watches[i])
 			continue;
-		auto ok = sources_[i]->prepare_pin(r.watches[i], range);
+		auto ok = sources_[i]->prepare_pin(watches[i], range);
 		if (ok)
 			return {};
-		if (!refused)
-			refused = std::move(ok).error();
+		if (ok.error().code != ENOTSUP && !other)
+			other = ok.error();
+		reasons += (reasons.empty() ? "" : "; ") + ok.error().message;
 	}
-	if (!refused)
-		return make_error(ENOTSUP, fmt("no event source watches [0x%" PRIx64 ", 0x%" PRIx64 ")",
-					       range.start, range.end));
-	return std::move(*refused);
+	if (other) /* not mapped...: more telling than "cannot see it" */
+		return std::move(*other);
+	return make_error(ENOTSUP, fmt("no event source of this context can see every change of "
+				       "[0x%" PRIx64 ", 0x%" PRIx64 "), so it is not pinned: %s",
+				       range.start, range.end,
+				       reasons.empty() ? "none watches it" : reasons.c_str()));
+}
+
+Status Context::prepare_pin_locked(const Region &r, Range range)
+{
+	return prepare_pin_locked(r.watches, range);
 }
 
 Status Context::repin_locked(Region &r, std::span<const Range> offsets)
@@ -390,7 +399,8 @@ Status Context::rebuild_after_fork_locked()
 		r->watches = watches ? std::move(*watches)
 				     : std::vector<std::uint64_t>(sources_.size(), 0);
 		r->translation.emplace(size);
-		auto extents = watches ? backings_->pin(start, start, size, Backings::Holes::invalidate)
+		const bool vouched = watches && prepare_pin_locked(*r, {start, start + size});
+		auto extents = vouched ? backings_->pin(start, start, size, Backings::Holes::invalidate)
 				       : Result<std::vector<Extent>>(std::vector<Extent>{
 						 {0, size, kNoBacking}});
 		if (!extents)

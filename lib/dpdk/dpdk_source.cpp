@@ -66,26 +66,23 @@ public:
 
 	std::string_view name() const noexcept override { return "dpdk"; }
 
-	/* The EAL reports on its own memory, the memseg lists: a watch there is
-	 * bookkeeping only. Memory outside them (an external buffer, the
-	 * application's heap) changes without a DPDK event: not ours to vouch
-	 * for, another source of the context must. */
-	Result<std::uint64_t> watch(std::uint64_t va, std::uint64_t len) override
-	{
-		if (!unguarded_ && !eal_memory(va, len))
-			return make_error(ENOTSUP, "dpdk: [" + hex(va) + ", +" + hex(len) +
-							   ") is not memory of the EAL's memseg lists, "
-							   "so its memory events do not cover it");
-		settle();
-		return next_++;
-	}
+	/* The EAL reports on all its memory: a watch is bookkeeping only. */
+	Result<std::uint64_t> watch(std::uint64_t, std::uint64_t) override { return next_++; }
 	void unwatch(std::uint64_t) noexcept override {}
 
-	/* The EAL reports FREE before it unmaps, both under the memory hotplug
-	 * lock (held for writing): once we can read-lock it, no free is half
-	 * done, and a later one moves the generation before it unmaps. */
-	Status prepare_pin(std::uint64_t, Range) override
+	/* Only the EAL's own memory, the memseg lists, is covered by its events:
+	 * memory outside them (an external buffer, the application's heap)
+	 * changes without a DPDK event, another source must vouch for it. The
+	 * EAL reports FREE before it unmaps, both under the memory hotplug lock
+	 * (held for writing): once we can read-lock it, no free is half done,
+	 * and a later one moves the generation before it unmaps. */
+	Status prepare_pin(std::uint64_t, Range range) override
 	{
+		if (!unguarded_ && !eal_memory(range.start, range.end - range.start))
+			return make_error(ENOTSUP, "dpdk: [" + hex(range.start) + ", " +
+							   hex(range.end) + ") is not memory of the "
+							   "EAL's memseg lists, so its memory events do "
+							   "not cover it");
 		settle();
 		return {};
 	}

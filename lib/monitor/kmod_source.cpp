@@ -227,12 +227,6 @@ public:
 		if (int err = xioctl(fd_.get(), MRSYNC_IOC_WATCH, &w))
 			return make_error(err, "watch " + detail::format_range(*aligned) +
 						       " with /dev/mrsync: " + errno_text(err));
-		/* A pin may follow directly (source.hpp): a watch inserted while
-		 * an invalidation runs starts out invalidated, so wait for it. */
-		if (auto settled = prepare_pin(w.id, *aligned); !settled) {
-			unwatch(w.id);
-			return std::move(settled).error();
-		}
 		return w.id;
 	}
 

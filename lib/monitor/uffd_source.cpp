@@ -186,9 +186,9 @@ public:
 	std::string_view name() const noexcept override { return "userfaultfd"; }
 	/** Registers [va, va + len) rounded out to pages (huge pages inside
 	 *  hugetlb mappings). @return a handle, or EINVAL (empty, wraps), EFAULT
-	 *  (not all mapped), ENOTSUP (a mapping userfaultfd cannot register, or
-	 *  one whose pages can change without an event it sees: shared and file
-	 *  mappings), EBUSY (another userfaultfd watches it), ENODEV (abandoned).
+	 *  (not all mapped), ENOTSUP (a mapping userfaultfd cannot register),
+	 *  EBUSY (another userfaultfd watches it), ENODEV (abandoned). Whether it
+	 *  can see every change there is prepare_pin()'s answer.
 	 *  Thread safety: any thread; takes mu_ (never the monitor's). */
 	Result<std::uint64_t> watch(std::uint64_t va, std::uint64_t len) override;
 	/** Unregisters what no other watch covers; unknown handles are ignored.
@@ -604,21 +604,10 @@ Result<std::uint64_t> UffdSource::watch(std::uint64_t va, std::uint64_t len)
 	if (!detail::fully_mapped(range))
 		return explain_unmapped("watch", range).error();
 
-	std::unique_lock lock(mu_);
+	std::lock_guard lock(mu_);
 	Range registered;
 	if (const int code = register_aligned(range, registered))
 		return explain_refused("watch", range, code).error();
-	/* Classified after registering: a mapping that replaces this one from
-	 * now on is reported (UNMAP), so what we see is what we watch. */
-	if (auto seen = check_sees_all("watch", range); !seen) {
-		try {
-			for (const Range &piece : coverage_.uncovered(registered))
-				disarm(piece);
-		} catch (...) {
-			/* Left registered: only spurious events. */
-		}
-		return std::move(seen).error();
-	}
 	try {
 		coverage_.add(registered);
 		try {
@@ -678,6 +667,8 @@ Status UffdSource::prepare_pin(std::uint64_t handle, Range range)
 	if (!pages)
 		return std::move(pages).error();
 	range = *pages;
+	/* Arms even what it will not vouch for: another source may pin it on
+	 * its own word, and the mapping's end must still be reported. */
 	{
 		std::lock_guard lock(mu_);
 		const auto it = watches_.find(handle);
@@ -689,7 +680,8 @@ Status UffdSource::prepare_pin(std::uint64_t handle, Range range)
 			if (Status armed = arm(piece); !armed)
 				return armed;
 	}
-	/* After arming, for the reason watch() gives. */
+	/* Checked after arming: a mapping that replaces the armed one from now
+	 * on is reported (UNMAP), so what we see is what we watch. */
 	return check_sees_all("pin", range);
 }
 

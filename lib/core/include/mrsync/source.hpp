@@ -71,12 +71,11 @@ public:
 
 	/**
 	 * Starts reporting changes of [va, va + len); called before the range is
-	 * pinned, so a change between watch and pin is reported. Success is a
-	 * promise: this source sees *every* change of that memory from now on.
-	 * A source that cannot (userfaultfd and a shared mapping, DPDK and
-	 * memory that is not the EAL's) fails with ENOTSUP and says why; the
-	 * core refuses memory that no source of the context can see.
-	 * @return a handle for unwatch() and prepare_pin(), never 0.
+	 * pinned, so a change between watch and pin is reported. Watching is not
+	 * vouching: prepare_pin() follows before any pin and says whether this
+	 * source can see every change of what is mapped there.
+	 * @return a handle for unwatch() and prepare_pin(), never 0; ENOTSUP (or
+	 *         EBUSY) with the reason if it cannot watch that memory at all.
 	 */
 	virtual Result<std::uint64_t> watch(std::uint64_t va, std::uint64_t len) = 0;
 
@@ -93,9 +92,11 @@ public:
 	 *    invalidation to end; DPDK for the hotplug lock).
 	 * The retry half is the generation: a change that starts after this
 	 * call moves it, and the core re-checks it after pinning.
-	 * @return ENOTSUP (with the reason) if this source can no longer see
-	 *         every change of `range`: the core must not pin it on this
-	 *         source's word.
+	 * @return ENOTSUP (with the reason) if this source cannot see every
+	 *         change of what is mapped in `range` (userfaultfd and a shared
+	 *         mapping, DPDK and memory that is not the EAL's), EFAULT if part
+	 *         of it is not mapped: the core must not pin it on this source's
+	 *         word, and refuses memory no source vouches for.
 	 */
 	virtual Status prepare_pin(std::uint64_t /*handle*/, Range /*range*/) { return {}; }
 

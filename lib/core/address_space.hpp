@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /**
  * @file
- * PRIVATE to lib/monitor: what the event sources ask of the process's address
- * space — range validation and alignment, "is all of it mapped", and which
- * mappings lie in a range (the slow paths: error messages, holes).
+ * PRIVATE to lib/core and lib/monitor: what the cache and its event sources
+ * ask of the process's address space — range validation and alignment, "is
+ * all of it mapped", and which mappings lie in a range, with their kind and
+ * rights (one PROCMAP_QUERY a mapping, or /proc/self/maps).
  */
 #ifndef MRSYNC_MONITOR_ADDRESS_SPACE_HPP
 #define MRSYNC_MONITOR_ADDRESS_SPACE_HPP
@@ -47,9 +48,9 @@ std::optional<Range> align_out(Range range, std::uint64_t align) noexcept;
  *  msync(MS_ASYNC), which only walks the mappings). Thread safety: any thread. */
 bool fully_mapped(Range range) noexcept;
 
-/** The page size the kernel uses for the mapping that holds `va` (the
- *  "KernelPageSize" of /proc/self/smaps: larger inside hugetlb mappings), or
- *  0 if nothing is mapped there. Slow (reads text): error paths only.
+/** The page size the kernel uses for the mapping that holds `va` (larger
+ *  inside hugetlb mappings), or 0 if nothing is mapped there: PROCMAP_QUERY,
+ *  or the "KernelPageSize" of /proc/self/smaps (slow) on older kernels.
  *  Thread safety: any thread. */
 std::uint64_t kernel_page_size_at(std::uint64_t va);
 
@@ -58,6 +59,8 @@ struct Mapping {
 	Range range;
 	std::string name;        /**< pathname or [heap], [stack], ...; "" if anonymous */
 	bool shared = false;     /**< MAP_SHARED (the 's' of /proc/self/maps) */
+	bool readable = false;
+	bool writable = false;
 	std::uint64_t inode = 0; /**< of the backing file; 0 for anonymous memory */
 	std::uint64_t page_size = 0; /**< the kernel's page size there; 0 = unknown */
 
@@ -80,6 +83,11 @@ struct Mapping {
  * Thread safety: any thread.
  */
 Result<std::vector<Mapping>> mappings_in(Range range);
+
+/** The readable and writable mapped parts of [start, end), sorted and
+ *  merged; empty on error (everything is then a hole: the safe side).
+ *  Thread safety: any thread. */
+std::vector<Range> mapped_writable(std::uint64_t start, std::uint64_t end);
 
 /** @return the parts of `range` that none of `mappings` covers.
  *  Thread safety: any thread. */

@@ -150,6 +150,8 @@ struct ProcmapQuery {
 	std::uint64_t build_id_addr;
 };
 constexpr unsigned long kProcmapQuery = _IOWR('f', 17, ProcmapQuery);
+constexpr std::uint64_t kQueryReadable = 0x01;
+constexpr std::uint64_t kQueryWritable = 0x02;
 constexpr std::uint64_t kQueryShared = 0x08;
 constexpr std::uint64_t kQueryCoveringOrNext = 0x10;
 
@@ -180,7 +182,8 @@ std::optional<Result<std::vector<Mapping>>> query_mappings(int fd, Range range)
 			break;
 		found.push_back({Range{std::max(q.vma_start, range.start), std::min(q.vma_end, range.end)},
 				 q.vma_name_size ? std::string(name) : std::string(),
-				 (q.vma_flags & kQueryShared) != 0, q.inode, q.vma_page_size});
+				 (q.vma_flags & kQueryShared) != 0, (q.vma_flags & kQueryReadable) != 0,
+				 (q.vma_flags & kQueryWritable) != 0, q.inode, q.vma_page_size});
 		at = q.vma_end;
 	}
 	return found;
@@ -264,6 +267,8 @@ Result<std::vector<Mapping>> mappings_in(Range range)
 		if (mapping.start >= range.end)
 			break;
 		skip_fields(line, 0);
+		const bool readable = !line.empty() && line[0] == 'r';
+		const bool writable = line.size() > 1 && line[1] == 'w';
 		const bool shared = line.size() > 3 && line[3] == 's';
 		skip_fields(line, 3); /* perms offset dev */
 		std::uint64_t inode = 0;
@@ -273,9 +278,26 @@ Result<std::vector<Mapping>> mappings_in(Range range)
 		skip_fields(line, 0);
 		found.push_back({Range{std::max(mapping.start, range.start),
 				       std::min(mapping.end, range.end)},
-				 std::string(line), shared, inode, 0});
+				 std::string(line), shared, readable, writable, inode, 0});
 	}
 	return found;
+}
+
+std::vector<Range> mapped_writable(std::uint64_t start, std::uint64_t end)
+{
+	std::vector<Range> parts;
+	auto mappings = mappings_in({start, end});
+	if (!mappings)
+		return parts;
+	for (const Mapping &m : *mappings) {
+		if (!m.readable || !m.writable)
+			continue;
+		if (!parts.empty() && parts.back().end == m.range.start)
+			parts.back().end = m.range.end;
+		else
+			parts.push_back(m.range);
+	}
+	return parts;
 }
 
 std::vector<Range> holes_in(Range range, std::span<const Mapping> mappings)
@@ -296,6 +318,11 @@ std::vector<Range> holes_in(Range range, std::span<const Mapping> mappings)
 
 std::uint64_t kernel_page_size_at(std::uint64_t va)
 {
+	/* PROCMAP_QUERY knows it; smaps (a few hundred lines a mapping) is the
+	 * fallback of older kernels. */
+	if (auto here = mappings_in({va, va + 1}); here && !here->empty() &&
+	    here->front().page_size)
+		return here->front().page_size;
 	std::FILE *smaps = std::fopen("/proc/self/smaps", "re");
 	if (!smaps)
 		return 0;
