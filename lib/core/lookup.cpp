@@ -289,12 +289,13 @@ Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, W
 	if (r.translation->invalid_bytes() != 0 &&
 	    (!unsettled_locked(base, from).empty() || !unsettled_locked(to, r.end_va()).empty()))
 		return retired();
-	if (auto ok = repin_invalid_locked(r, base, r.size.load()); !ok) {
-		if (r.state == Region::State::live &&
-		    !r.translation->invalid_runs(addr - base, len).empty())
-			return ok;
+	/* The request's own pages first: if they cannot be had, the lookup
+	 * fails with their reason; if only the rest cannot, a new registration
+	 * covers the request. */
+	if (auto ok = repin_invalid_locked(r, addr, len); !ok)
+		return ok;
+	if (!repin_invalid_locked(r, base, r.size.load()))
 		return retired();
-	}
 	return {};
 }
 
