@@ -176,6 +176,7 @@ private:
 						      std::span<const Range> skip);
 	void claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to);
 	Status serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want);
+	Status serve_or_retire_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want);
 	Status hint_locked(Region &r, std::uint64_t addr, std::uint64_t len);
 	Status repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len);
 	bool generations_moved() const noexcept;

@@ -271,6 +271,19 @@ Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
  * @return ESTALE when `r` was retired to make way for a new registration. */
 Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want)
 {
+	Status ok = serve_or_retire_locked(r, addr, len, want);
+	/* A device that refused the new translation (a page unmapped after we
+	 * pinned it but before the driver took it, whose event we have not
+	 * drained yet) got its region retired: the caller starts over and a
+	 * new registration -- or the lookup's own failure -- says what is
+	 * current. */
+	if (!ok && r.state != Region::State::live)
+		return make_error(ESTALE, "registration retired");
+	return ok;
+}
+
+Status Context::serve_or_retire_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want)
+{
 	if (want == Want::hint && guarded_)
 		return hint_locked(r, addr, len);
 	if (holes_ok_)
