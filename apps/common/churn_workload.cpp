@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -47,6 +48,21 @@ struct Page {
 	bool mapped = true;            /* guarded by lock */
 	Kind kind = Kind::anon;        /* guarded by lock */
 	std::mutex lock;
+	/* The last changes (guarded by lock): printed with the first lost
+	 * write, so that a rare loss says what happened to its pages. */
+	struct Change {
+		const char *what = nullptr;
+		std::uint64_t ns = 0;
+	};
+	std::array<Change, 4> history{};
+	unsigned changes = 0;
+
+	void note(const char *what)
+	{
+		const auto ns = std::chrono::steady_clock::now().time_since_epoch();
+		history[changes++ % history.size()] = {
+			what, std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(ns).count())};
+	}
 };
 
 /* One registration's worth of memory: pages [first, first + count). */
@@ -277,6 +293,30 @@ void fill_pattern(std::span<std::byte> out, std::mt19937_64 &rng)
 	}
 }
 
+/* The first lost write, with what happened to its pages lately: a loss in
+ * a long run must say enough to be understood without a rerun. */
+void describe_first_loss(const Registration &reg, std::uint64_t va, std::uint64_t len,
+			 std::span<const std::unique_ptr<Page>> run)
+{
+	const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+		std::chrono::steady_clock::now().time_since_epoch()).count();
+	std::fprintf(stderr, "first lost write: [0x%llx, +%llu) through [0x%llx, +0x%llx) "
+		     "lkey 0x%x\n", (unsigned long long)va, (unsigned long long)len,
+		     (unsigned long long)reg.addr(), (unsigned long long)reg.length(), reg.lkey());
+	static const char *const kinds[] = {"anon", "shm", "memfd"};
+	for (const auto &p : run) {
+		std::fprintf(stderr, "  page 0x%llx %s%s%s, changes %u, latest first:",
+			     (unsigned long long)p->addr, kinds[std::size_t(p->kind)],
+			     p->huge ? " huge" : "", p->mapped ? "" : " unmapped", p->changes);
+		for (unsigned i = 0; i < std::min<unsigned>(p->changes, p->history.size()); ++i) {
+			const auto &h = p->history[(p->changes - 1 - i) % p->history.size()];
+			std::fprintf(stderr, " %s (%.1f us ago);", h.what,
+				     double(std::uint64_t(now) - h.ns) / 1e3);
+		}
+		std::fprintf(stderr, "\n");
+	}
+}
+
 /*
  * One DMA write of random bytes into a run of adjacent pages of one buffer,
  * through one lookup, checked: inside the page for a run of one, from
@@ -331,7 +371,8 @@ void dma_once(Context &ctx, const DmaWrite &dma, std::span<const std::unique_ptr
 	/* Silent loss: the device wrote somewhere the application cannot see. */
 	if (all_mapped && std::memcmp(reinterpret_cast<void *>(va), pattern.data(), len) == 0)
 		return;
-	c.lost.fetch_add(1);
+	if (c.lost.fetch_add(1) == 0)
+		describe_first_loss(*reg, va, len, run);
 	c.lost_by[std::size_t(any(Kind::memfd) ? LossKind::memfd
 			      : any(Kind::shm) ? LossKind::shm
 			      : first.huge     ? LossKind::hugepage
@@ -448,6 +489,8 @@ void dontneed_run(const Arena &arena, std::size_t index, std::mt19937_64 &rng, C
 	if (madvise(reinterpret_cast<void *>(run.front()->addr), run.size() * kPage,
 		    MADV_DONTNEED) != 0)
 		return c.error(std::string("madvise of a run: ") + std::strerror(errno));
+	for (const auto &page : run)
+		page->note("DONTNEED run");
 	c.churn.fetch_add(1);
 }
 
@@ -469,27 +512,32 @@ void change_private(const Arena &arena, std::size_t index, Scratch &scratch,
 	if (!page.mapped) {
 		if (!map_fresh(page))
 			return fail("mmap back");
+		page.note("mapped back");
 	} else if (page.kind == Kind::shm) { /* detach: anonymous memory again */
 		if (shmdt(addr) != 0)
 			return fail("shmdt");
 		if (!map_fresh(page))
 			return fail("mmap after shmdt");
+		page.note("shmdt, fresh");
 		c.shm_churn.fetch_add(1);
 	} else {
 		switch (op) {
 		case 0: /* a fresh page at the same address */
 			if (!map_fresh(page))
 				return fail("mmap MAP_FIXED");
+			page.note("fresh MAP_FIXED");
 			break;
 		case 1: /* gone; lookups must fail until it comes back */
 			if (!unmap_and_guard(page))
 				return fail("munmap");
 			page.mapped = false;
+			page.note("unmapped");
 			break;
 		case 2: /* the next touch gets a new zero page (race B's change) */
 		case 3:
 			if (madvise(addr, page.size, MADV_DONTNEED) != 0)
 				return fail("madvise");
+			page.note("DONTNEED");
 			break;
 		case 4: /* the page moves away; a fresh one takes its place */
 		case 5: /* away and back: the same physical page returns */
@@ -509,16 +557,19 @@ void change_private(const Arena &arena, std::size_t index, Scratch &scratch,
 				return fail("mmap after mremap");
 			}
 			scratch.reset(page.size);
+			page.note("mremap");
 			break;
 		case 6: /* SysV shm over it, detached by a later change */
 		case 7: /* (the last page of its buffer: no run) */
 			if (!(page.huge ? caps.huge_shm : caps.small_shm)) {
 				if (madvise(addr, page.size, MADV_DONTNEED) != 0)
 					return fail("madvise");
+				page.note("DONTNEED (no shm)");
 				break;
 			}
 			if (!attach_shm(page, caps.shm_remap && rng() % 2, c))
 				return fail("shm attach");
+			page.note(page.kind == Kind::shm ? "shm attached" : "shm attach failed");
 			break;
 		}
 	}

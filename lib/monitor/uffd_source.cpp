@@ -40,15 +40,20 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
+#include <span>
 
 #include <mrsync/event_ring.hpp>
 #include <mrsync/mrsync.h>
@@ -144,6 +149,37 @@ int uffd_register(int uffd, Range range) noexcept
 	}
 }
 
+/* Whether the mapping holding [va, va + len) is registered with `uffd`,
+ * asked without changing anything a later pin would not change anyway:
+ * UFFDIO_ZEROPAGE (UFFDIO_COPY of zeros for hugetlb) fails with ENOENT on a
+ * mapping no userfaultfd watches, EEXIST on a page already there, and
+ * otherwise puts in the zero page a first touch would have put in (no mmu
+ * notifier runs: it fills, it does not invalidate). EAGAIN: an event is
+ * being delivered (the caller retries). @return 0 (registered) or an errno. */
+int uffd_probe(int uffd, std::uint64_t va, std::uint64_t len, const void *zeros) noexcept
+{
+	for (;;) {
+		int rc;
+		if (zeros) {
+			uffdio_copy copy{};
+			copy.dst = va;
+			copy.src = reinterpret_cast<std::uint64_t>(zeros);
+			copy.len = len;
+			copy.mode = UFFDIO_COPY_MODE_DONTWAKE;
+			rc = ::ioctl(uffd, UFFDIO_COPY, &copy);
+		} else {
+			uffdio_zeropage zero{};
+			zero.range = {va, len};
+			zero.mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE;
+			rc = ::ioctl(uffd, UFFDIO_ZEROPAGE, &zero);
+		}
+		if (rc == 0 || errno == EEXIST)
+			return 0;
+		if (errno != EINTR)
+			return errno;
+	}
+}
+
 int uffd_unregister(int uffd, Range range) noexcept
 {
 	uffdio_range request{range.start, range.end - range.start};
@@ -233,7 +269,9 @@ private:
 	int register_aligned(Range range, Range &registered) noexcept;
 	Status explain_unmapped(std::string_view what, Range range) const;
 	Status explain_refused(std::string_view what, Range range, int code) const;
-	Status check_sees_all(std::string_view what, Range range) const;
+	Result<std::vector<detail::Mapping>> check_sees_all(std::string_view what,
+							     Range range) const;
+	int probe_armed(std::span<const detail::Mapping> mappings, Range range);
 	Status arm(Range piece);
 	void disarm(Range piece) noexcept;
 
@@ -254,6 +292,10 @@ private:
 	std::mutex mu_;
 	detail::Coverage coverage_;
 	std::map<std::uint64_t, Range> watches_; /* handle -> range registered */
+	/* Zeros to UFFDIO_COPY into a hugetlb page when probing (mu_); never
+	 * written, so never backed by more than the zero page. */
+	void *zeros_ = nullptr;
+	std::uint64_t zeros_len_ = 0;
 	std::uint64_t next_handle_ = 1;
 };
 
@@ -356,6 +398,8 @@ UffdSource::~UffdSource()
 			}
 			coverage_.clear();
 			watches_.clear();
+			if (zeros_)
+				munmap(zeros_, zeros_len_);
 		}
 		if (thread_started_) {
 			const std::uint64_t one = 1;
@@ -551,10 +595,11 @@ Status UffdSource::explain_refused(std::string_view what, Range range, int code)
  * through the file or another process -- hole punching, truncation, shmdt,
  * remap_file_pages, a sharer's madvise -- and of those it reports nothing:
  * a translation cached on its word would go stale unannounced. */
-Status UffdSource::check_sees_all(std::string_view what, Range range) const
+Result<std::vector<detail::Mapping>> UffdSource::check_sees_all(std::string_view what,
+								  Range range) const
 {
 	if (unguarded_)
-		return {};
+		return std::vector<detail::Mapping>{};
 	auto mappings = detail::mappings_in(range);
 	if (!mappings)
 		return make_error(ENOTSUP, std::string(what) + ": cannot tell what is mapped at " +
@@ -579,7 +624,7 @@ Status UffdSource::check_sees_all(std::string_view what, Range range) const
 						   "mrsync kernel module as the event source "
 						   "(modprobe mrsync)");
 	}
-	return {};
+	return mappings;
 }
 
 Result<Range> UffdSource::pages_of(std::uint64_t va, std::uint64_t len, std::string_view what) const
@@ -676,13 +721,69 @@ Status UffdSource::prepare_pin(std::uint64_t handle, Range range)
 		    it->second.end < range.end)
 			return make_error(ENOTSUP, "pin: " + format_range(range) +
 							   " is not watched by this userfaultfd source");
-		for (const Range &piece : coverage_.covered(range))
-			if (Status armed = arm(piece); !armed)
-				return armed;
 	}
-	/* Checked after arming: a mapping that replaces the armed one from now
-	 * on is reported (UNMAP), so what we see is what we watch. */
-	return check_sees_all("pin", range);
+	/* Arm, look, then prove that what we looked at is armed. Looking after
+	 * arming is not enough by itself: an armed SysV segment can go without
+	 * an event (shmdt) and an anonymous mapping fill the hole without one,
+	 * all between the REGISTER and the look -- the pin would then take a
+	 * page nobody watches, stale after its first change. A mapping armed
+	 * and private-anonymous once both are established can only go with an
+	 * event (munmap, mremap, mmap(MAP_FIXED)), which the retry half sees. */
+	const auto patience = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+	for (unsigned unarmed = 0;;) {
+		{
+			std::lock_guard lock(mu_);
+			for (const Range &piece : coverage_.covered(range))
+				if (Status armed = arm(piece); !armed)
+					return armed;
+		}
+		auto mappings = check_sees_all("pin", range);
+		if (!mappings)
+			return std::move(mappings).error();
+		const int code = probe_armed(*mappings, range);
+		if (code == 0)
+			return {};
+		/* An event is being delivered: the monitor reads it without any
+		 * lock of ours, however loaded the machine; then look again. */
+		if (code == EAGAIN && std::chrono::steady_clock::now() < patience) {
+			sched_yield();
+			continue;
+		}
+		if (code == ENOENT && ++unarmed < 8)
+			continue; /* replaced while we armed it: arm what is there now */
+		return make_error(code == ENOENT ? EAGAIN : code,
+				  "pin: " + format_range(range) + " keeps being replaced by "
+				  "mappings userfaultfd does not watch yet (" + errno_text(code) +
+				  "); try again");
+	}
+}
+
+/* 0 if every mapping of `mappings` inside `range` is registered with this
+ * userfaultfd now, else the errno of the first that is not (ENOENT). */
+int UffdSource::probe_armed(std::span<const detail::Mapping> mappings, Range range)
+{
+	for (const auto &m : mappings) {
+		const std::uint64_t va = std::max(m.range.start, range.start);
+		const std::uint64_t size = detail::kernel_page_size_at(va);
+		const void *zeros = nullptr;
+		if (size > detail::page_size()) {
+			std::lock_guard lock(mu_);
+			if (zeros_len_ < size) {
+				void *p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS,
+					       -1, 0);
+				if (p == MAP_FAILED)
+					return errno;
+				if (zeros_)
+					munmap(zeros_, zeros_len_);
+				zeros_ = p;
+				zeros_len_ = size;
+			}
+			zeros = zeros_;
+		}
+		if (const int code = uffd_probe(uffd_.get(), va & ~(size - 1), size, zeros))
+			return code;
+	}
+	return 0;
 }
 
 /* Registers every mapped part of a watched piece; holes are skipped. */
