@@ -52,7 +52,9 @@ TEST(Churn, LookupsProgressWhileAnotherThreadChurns)
 		    (unsigned long long)churned.load(), (unsigned long long)n, worst_ms);
 	EXPECT_EQ(t.lost, 0u);
 	EXPECT_EQ(t.delivered, t.lookups) << t.line();
-	EXPECT_LT(worst_ms, 1000.0) << "a lookup took a second: it kept looping on others' events";
+	/* A livelock bound, not a speed target: a lookup that loops on others'
+	 * events never ends, one on a loaded TCG guest takes a second or so. */
+	EXPECT_LT(worst_ms, 10000.0) << "a lookup took ten seconds: it kept looping on others' events";
 }
 
 } // namespace
