@@ -823,50 +823,50 @@ Result<Report> run(Context &ctx, const Options &options)
 	return report;
 }
 
-bool parse_option(int argc, char **argv, int &i, Options &options)
+cli::Options cli_options(Options &o)
 {
-	/* A count in [min, max] after `name`; anything else leaves argv[i] alone. */
-	const auto number = [&](std::string_view name, std::uint64_t min,
-				 std::uint64_t max = UINT32_MAX) -> std::optional<std::uint64_t> {
-		const int at = i;
-		const auto text = cli::option(argc, argv, i, name);
-		const auto n = text ? cli::count(*text) : std::nullopt;
-		if (n && *n >= min && *n <= max)
-			return n;
-		i = at;
-		return std::nullopt;
+	return {
+		cli::number("ops", "operations per run", o.ops, 0, UINT64_MAX),
+		{"seconds", "N", "stop after N seconds (0: when the operations are done)",
+		 [&o](const char *v) -> std::optional<std::string> {
+			 const auto n = cli::count(v);
+			 if (!n || *n > UINT32_MAX)
+				 return std::string("a number of seconds from 0 to 4294967295");
+			 o.seconds = static_cast<double>(*n);
+			 return std::nullopt;
+		 }},
+		cli::number("seed", "random seed", o.seed, 0, UINT64_MAX),
+		cli::number("threads", "DMA threads", o.dma_threads, 1, UINT32_MAX),
+		cli::number("stress", "CPU-burning threads beside the workload", o.stress_threads, 0,
+			    UINT32_MAX),
+		cli::number("buffers", "anonymous buffers in the arena", o.buffers, 1, UINT32_MAX),
+		cli::number("memfd-buffers", "memfd buffers in the arena", o.memfd_buffers, 0,
+			    UINT32_MAX),
+		cli::number("pages", "pages per buffer", o.pages_per_buffer, 1, UINT32_MAX),
+		cli::number("churn-percent", "share of operations that change memory",
+			    o.churn_percent, 1, 99),
+		cli::flag("stop-at-loss", "stop at the first lost write", o.stop_at_first_loss),
+		cli::flag("no-hugepages", "no hugepage buffers", o.hugepages, false),
+		cli::flag("no-shm", "leave SysV shm attaches out of the churn", o.shm, false),
+		cli::flag("no-hinter", "no hinting thread", o.hinter, false),
 	};
-	const std::string_view arg = argv[i];
-	const auto narrow = [](std::uint64_t n) { return static_cast<unsigned>(n); };
-	if (auto n = number("--ops", 0, UINT64_MAX))
-		options.ops = *n;
-	else if (auto n = number("--seconds", 0))
-		options.seconds = static_cast<double>(*n);
-	else if (auto n = number("--seed", 0, UINT64_MAX))
-		options.seed = *n;
-	else if (auto n = number("--threads", 1))
-		options.dma_threads = narrow(*n);
-	else if (auto n = number("--stress", 0))
-		options.stress_threads = narrow(*n);
-	else if (auto n = number("--buffers", 1))
-		options.buffers = narrow(*n);
-	else if (auto n = number("--memfd-buffers", 0))
-		options.memfd_buffers = narrow(*n);
-	else if (auto n = number("--pages", 1))
-		options.pages_per_buffer = narrow(*n);
-	else if (auto n = number("--churn-percent", 1, 99))
-		options.churn_percent = narrow(*n);
-	else if (arg == "--stop-at-loss")
-		options.stop_at_first_loss = true;
-	else if (arg == "--no-hugepages")
-		options.hugepages = false;
-	else if (arg == "--no-shm")
-		options.shm = false;
-	else if (arg == "--no-hinter")
-		options.hinter = false;
-	else
-		return false;
-	return true;
+}
+
+cli::Options negative_control_options(std::uint32_t &ctx_flags)
+{
+	const auto set = [&ctx_flags](std::uint32_t flag) {
+		return [&ctx_flags, flag](const char *) -> std::optional<std::string> {
+			ctx_flags |= flag;
+			return std::nullopt;
+		};
+	};
+	return {
+		{"negative-control", nullptr, "no generation check: passes only if writes are lost",
+		 set(MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK)},
+		{"unguarded", nullptr,
+		 "MRSYNC_CTX_F_TEST_UNGUARDED_PINS: passes only if writes are lost",
+		 set(MRSYNC_CTX_F_TEST_UNGUARDED_PINS)},
+	};
 }
 
 std::string summary(const Report &r)

@@ -43,6 +43,8 @@
 
 #include <mrsync/mrsync.hpp>
 
+#include "cli.hpp"
+
 namespace mrsync::workload {
 
 /**
@@ -118,19 +120,18 @@ struct Report {
  *  @return the report, or an error if the workload could not be set up. */
 Result<Report> run(Context &ctx, const Options &options);
 
-/** If argv[i] is a workload option (see kOptionsUsage), stores it in
- *  `options` (advancing i) and returns true. */
-bool parse_option(int argc, char **argv, int &i, Options &options);
+/** The workload's options, bound to `options` (which must outlive them):
+ *  --ops, --seconds, --stop-at-loss, --threads (DMA threads), --stress,
+ *  --seed; the arena: --buffers (anonymous), --pages (per buffer),
+ *  --memfd-buffers, --no-hugepages, --churn-percent; and --no-shm /
+ *  --no-hinter, which leave a kind of change out (to tell which one loses
+ *  writes). Tools append their own to these and call cli::parse(). */
+cli::Options cli_options(Options &options);
 
-/** Usage text of the options parse_option() takes: --ops, --seconds,
- *  --stop-at-loss, --threads (DMA threads), --stress, --seed; the arena:
- *  --buffers (anonymous), --pages (per buffer), --memfd-buffers,
- *  --no-hugepages, --churn-percent; and --no-shm / --no-hinter, which leave a
- *  kind of change out (to tell which one loses writes). */
-inline constexpr const char *kOptionsUsage =
-	"[--ops N] [--seconds N] [--stop-at-loss] [--threads N] [--stress N] [--seed N] "
-	"[--buffers N] [--pages N] [--memfd-buffers N] [--no-hugepages] [--churn-percent N] "
-	"[--no-shm] [--no-hinter]";
+/** --negative-control (MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK) and
+ *  --unguarded (MRSYNC_CTX_F_TEST_UNGUARDED_PINS), or-ed into `ctx_flags`:
+ *  the protections a torture switches off to show it can fail. */
+cli::Options negative_control_options(std::uint32_t &ctx_flags);
 
 /**
  * The verdict: a run passes with no lost write, no unexpected error, and

@@ -63,12 +63,14 @@ void stop_forwarding(App &app);
 /* stats.cpp */
 void print_port_stats(App &app);
 void print_mrsync_stats(App &app);
+/** testpmd's `show fwd stats all`: per port and accumulated, since start. */
+void print_fwd_stats(App &app);
+/** Payloads the CPU did not see as the HCA wrote them, since launch. */
+std::uint64_t corrupted_packets(const App &app);
 /** The final block, ending with one line a script can parse. */
 void print_final_stats(App &app);
+/** Zeroes the ports' counters and the rate window (start, `clear port stats all`). */
 void reset_rate_window(App &app);
-
-/* prompt.cpp */
-void run_prompt(App &app);
 
 } // namespace mrpmd
 

@@ -178,8 +178,21 @@ void mrpmd_cmd_stop(void)
 }
 void mrpmd_cmd_show_port_stats(void) { print_port_stats(*the_app); }
 void mrpmd_cmd_show_mrsync_stats(void) { print_mrsync_stats(*the_app); }
+void mrpmd_cmd_show_fwd_stats(void) { print_fwd_stats(*the_app); }
+void mrpmd_cmd_clear_port_stats(void)
+{
+	reset_rate_window(*the_app);
+	for (std::uint16_t p = 0; p < the_app->nb_ports; ++p)
+		printf("\n  NIC statistics for port %u cleared\n", p);
+}
 int mrpmd_cmd_set_fwd(const char *mode)
 {
+	/* testpmd's rule: the engine changes only while stopped, so a final
+	 * report's mode is the one every packet of the run went through */
+	if (the_app->forwarding.load()) {
+		printf("  Please stop forwarding first\n");
+		return -1;
+	}
 	auto m = parse_fwd_mode(mode);
 	if (!m) {
 		printf("  unknown forwarding mode '%s'\n", mode);
@@ -200,14 +213,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mrpmd: EAL arguments rejected: %s\n", rte_strerror(rte_errno));
 		return 2;
 	}
-	auto opt = parse_options(argc - consumed, argv + consumed);
-	if (!opt) {
-		rte_eal_cleanup();
-		return 2;
-	}
 	static App app;
-	app.opt = *opt;
-	app.mode.store(opt->mode);
+	if (auto exit_code = parse_options(argc - consumed, argv + consumed, app.opt)) {
+		rte_eal_cleanup();
+		return *exit_code;
+	}
+	app.mode.store(app.opt.mode);
 	the_app = &app;
 	/* No SA_RESTART: the prompt's read() returns, so SIGINT also ends -i. */
 	struct sigaction sa {};
@@ -237,6 +248,10 @@ int main(int argc, char **argv)
 		if (app.forwarding.load()) {
 			stop_forwarding(app);
 			print_final_stats(app);
+		}
+		if (const std::uint64_t bad = corrupted_packets(app)) {
+			fprintf(stderr, "mrpmd: %llu corrupted packet(s)\n", (unsigned long long)bad);
+			rc = 1;
 		}
 	}
 	teardown(app);

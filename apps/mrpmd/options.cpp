@@ -4,42 +4,37 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "cli.hpp"
 
 namespace mrpmd {
 namespace {
 
-const char usage[] =
-	"usage: mrpmd [EAL options] -- [options]\n"
-	"  --forward-mode=io|mac|macswap|rxonly|txonly   forwarding engine (default io)\n"
-	"  --stats-period=N        print port and mrsync stats every N seconds\n"
-	"  --nb-cores=N            forwarding lcores (default 1; needs N+1 EAL lcores)\n"
-	"  --rxq=N --txq=N         queues per port (default 1)\n"
-	"  --burst=N               packets per burst, 1..512 (default 32)\n"
-	"  --total-num-mbufs=N     mbufs in the pool (default 8192)\n"
-	"  --txpkt-len=N           txonly packet length (default 64)\n"
-	"  --hca=uring|verbs|mlx5|none  device the keys are for (default uring: the io_uring\n"
-	"                          software HCA moves every packet's payload; none: lookups only)\n"
-	"  --churn                 free and reallocate hugepage and external buffers the\n"
-	"                          forwarding path uses, under traffic\n"
-	"  --seconds=S             run S seconds, print the final stats, exit\n"
-	"  -i, --interactive       prompt (start, stop, show port stats all, show mrsync stats,\n"
-	"                          set fwd <mode>, quit, help)\n"
-	"  --no-generation-check   TEST ONLY: a naive cache, to see corruption\n";
+const char footer[] =
+	"--nb-cores=N needs N+1 EAL lcores. --hca=uring: the io_uring software HCA moves\n"
+	"every packet's payload; none: lookups only. Interactive commands: start, stop,\n"
+	"show port stats all, show fwd stats all, show mrsync stats, clear port stats all,\n"
+	"set fwd <mode> (stopped only), quit, help.\n"
+	"Exit status: 1 when a payload was corrupted (or setup failed), 2 for bad options.\n";
 
-template <typename T>
-bool number(const std::string &text, const char *name, T lo, T hi, T &out)
+/* testpmd's --txpkts=X[,Y]*: segment lengths; mrpmd sends their sum as one segment. */
+std::optional<std::string> txpkts(const char *v, std::uint16_t &out)
 {
-	char *end = nullptr;
-	const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-	if (text.empty() || *end || v < (unsigned long long)lo || v > (unsigned long long)hi) {
-		fprintf(stderr, "mrpmd: %s=%s: expected a number from %llu to %llu\n", name,
-			text.c_str(), (unsigned long long)lo, (unsigned long long)hi);
-		return false;
-	}
-	out = T(v);
-	return true;
+	unsigned long total = 0;
+	const char *p = v;
+	do {
+		char *end = nullptr;
+		const unsigned long seg = std::strtoul(p, &end, 10);
+		if (end == p || seg == 0 || (*end && *end != ','))
+			return "segment lengths X[,Y]* adding up to 60..1500";
+		total += seg;
+		p = *end ? end + 1 : end;
+	} while (*p && total <= 1500);
+	if (total < 60 || total > 1500 || v[std::strlen(v) - 1] == ',')
+		return "segment lengths X[,Y]* adding up to 60..1500";
+	out = std::uint16_t(total);
+	return std::nullopt;
 }
 
 } // namespace
@@ -70,75 +65,56 @@ const char *driver_for_hca(const std::string &hca)
 	return hca == "none" ? "null" : hca.c_str();
 }
 
-std::optional<Options> parse_options(int argc, char **argv)
+std::optional<int> parse_options(int argc, char **argv, Options &o)
 {
-	using mrsync::cli::option;
-	Options o;
-	for (int i = 1; i < argc; ++i) {
-		const std::string_view arg = argv[i];
-		if (arg == "-h" || arg == "--help") {
-			fputs(usage, stdout);
-			std::exit(0);
-		} else if (auto v = option(argc, argv, i, "--forward-mode")) {
-			auto m = parse_fwd_mode(*v);
-			if (!m) {
-				fprintf(stderr, "mrpmd: --forward-mode=%s: expected io, mac, macswap, "
-						"rxonly or txonly\n", v->c_str());
-				return std::nullopt;
-			}
-			o.mode = *m;
-		} else if (auto v = option(argc, argv, i, "--stats-period")) {
-			if (!number(*v, "--stats-period", 0u, 3600u, o.stats_period))
-				return std::nullopt;
-		} else if (auto v = option(argc, argv, i, "--nb-cores")) {
-			if (!number(*v, "--nb-cores", 1u, 64u, o.nb_cores))
-				return std::nullopt;
-		} else if (auto v = option(argc, argv, i, "--rxq")) {
-			if (!number<std::uint16_t>(*v, "--rxq", 1, 64, o.rxq))
-				return std::nullopt;
-		} else if (auto v = option(argc, argv, i, "--txq")) {
-			if (!number<std::uint16_t>(*v, "--txq", 1, 64, o.txq))
-				return std::nullopt;
-		} else if (auto v = option(argc, argv, i, "--burst")) {
-			if (!number<std::uint16_t>(*v, "--burst", 1, 512, o.burst))
-				return std::nullopt;
-		} else if (auto v = option(argc, argv, i, "--total-num-mbufs")) {
-			if (!number(*v, "--total-num-mbufs", 1024u, 1u << 24, o.total_num_mbufs))
-				return std::nullopt;
-		} else if (auto v = option(argc, argv, i, "--txpkt-len")) {
-			if (!number<std::uint16_t>(*v, "--txpkt-len", 60, 1500, o.txpkt_len))
-				return std::nullopt;
-		} else if (auto v = option(argc, argv, i, "--hca")) {
-			if (*v != "uring" && *v != "verbs" && *v != "mlx5" && *v != "none") {
-				fprintf(stderr, "mrpmd: --hca=%s: expected uring, verbs, mlx5 or none\n",
-					v->c_str());
-				return std::nullopt;
-			}
-			o.hca = *v;
-		} else if (auto v = option(argc, argv, i, "--seconds")) {
-			char *end = nullptr;
-			o.seconds = std::strtod(v->c_str(), &end);
-			if (v->empty() || *end || o.seconds <= 0) {
-				fprintf(stderr, "mrpmd: --seconds=%s: expected a positive number\n",
-					v->c_str());
-				return std::nullopt;
-			}
-		} else if (arg == "--churn") {
-			o.churn = true;
-		} else if (arg == "-i" || arg == "--interactive") {
-			o.interactive = true;
-			o.auto_start = false;
-		} else if (arg == "--no-generation-check") {
-			o.no_generation_check = true;
-		} else {
-			fprintf(stderr, "mrpmd: unknown argument '%s' (mrpmd -- --help)\n", argv[i]);
-			return std::nullopt;
-		}
-	}
+	namespace cli = mrsync::cli;
+	const cli::Options opts{
+		{"forward-mode", "MODE", "io|mac|macswap|rxonly|txonly: forwarding engine (io)",
+		 [&o](const char *v) -> std::optional<std::string> {
+			 auto m = parse_fwd_mode(v);
+			 if (!m)
+				 return std::string("io, mac, macswap, rxonly or txonly");
+			 o.mode = *m;
+			 return std::nullopt;
+		 }},
+		cli::number("stats-period", "print port and mrsync stats every N seconds",
+			    o.stats_period, 0, 3600),
+		cli::number("nb-cores", "forwarding lcores (1)", o.nb_cores, 1, 64),
+		cli::number("rxq", "RX queues per port (1)", o.rxq, 1, 64),
+		cli::number("txq", "TX queues per port (1)", o.txq, 1, 64),
+		cli::number("burst", "packets per burst (32)", o.burst, 1, 512),
+		cli::number("total-num-mbufs", "mbufs in the pool (8192)", o.total_num_mbufs, 1024,
+			    1u << 24),
+		cli::number("txpkt-len", "txonly packet length (64)", o.txpkt_len, 60, 1500),
+		{"txpkts", "X[,Y]*", "testpmd's spelling: txonly segment lengths (sent as one)",
+		 [&o](const char *v) { return txpkts(v, o.txpkt_len); }},
+		{"hca", "DEV", "uring|verbs|none: device the keys are for (uring)",
+		 [&o](const char *v) -> std::optional<std::string> {
+			 const std::string_view hca = v;
+			 if (hca != "uring" && hca != "verbs" && hca != "none")
+				 return std::string("uring, verbs or none");
+			 o.hca = v;
+			 return std::nullopt;
+		 }},
+		cli::flag("churn", "free and reallocate the buffers forwarding uses, under traffic",
+			  o.churn),
+		cli::positive("seconds", "S", "run S seconds, print the final stats, exit", o.seconds),
+		{"interactive", nullptr, "the prompt (help lists its commands)",
+		 [&o](const char *) -> std::optional<std::string> {
+			 o.interactive = true;
+			 o.auto_start = false;
+			 return std::nullopt;
+		 },
+		 'i'},
+		cli::flag("no-generation-check", "TEST ONLY: a naive cache, to see corruption",
+			  o.no_generation_check),
+	};
+	if (auto rc = cli::parse({"mrpmd", "[EAL options] -- [options]", footer}, opts, argc, argv))
+		return rc;
 	if (o.churn && o.hca == "none")
 		fprintf(stderr, "mrpmd: note: --churn with --hca=none exercises resyncs but moves no "
 				"data, so corruption cannot be seen\n");
-	return o;
+	return std::nullopt;
 }
 
 } // namespace mrpmd

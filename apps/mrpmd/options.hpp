@@ -22,7 +22,7 @@ struct Options {
 	std::uint16_t rxq = 1, txq = 1;
 	std::uint16_t burst = 32;
 	std::uint32_t total_num_mbufs = 8192;
-	std::string hca = "uring"; /* uring | verbs | mlx5 | none */
+	std::string hca = "uring"; /* uring | verbs | none */
 	bool churn = false;
 	double seconds = 0; /* run this long, then stop; 0 = until SIGINT / quit */
 	bool interactive = false;
@@ -31,9 +31,10 @@ struct Options {
 	std::uint16_t txpkt_len = 64;
 };
 
-/** Parses argv (the part after `--`). On error prints a message naming the
- *  argument and returns nullopt; `--help` prints the usage and exits 0. */
-std::optional<Options> parse_options(int argc, char **argv);
+/** Parses argv (the part after `--`; argv[0] is the program) into `o`.
+ *  @return nullopt to go on, or the exit code: 0 after --help (usage on
+ *          stdout), 2 after a bad option (a message naming it on stderr). */
+std::optional<int> parse_options(int argc, char **argv, Options &o);
 
 /** The driver name libmrsync knows for --hca. */
 const char *driver_for_hca(const std::string &hca);

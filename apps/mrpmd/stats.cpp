@@ -32,6 +32,26 @@ LcoreCounters sum_counters(const App &app)
 	return t;
 }
 
+/* Calls fn(port, stats) for every port whose counters can be read. */
+template <typename Fn>
+void for_each_port_stats(const App &app, Fn fn)
+{
+	for (std::uint16_t p = 0; p < app.nb_ports; ++p) {
+		rte_eth_stats s;
+		if (rte_eth_stats_get(p, &s) == 0)
+			fn(p, s);
+	}
+}
+
+/* testpmd's two lines of forward statistics. */
+void print_rx_tx(std::uint64_t rx, std::uint64_t rx_dropped, std::uint64_t tx,
+		 std::uint64_t tx_dropped)
+{
+	printf("  RX-packets: %-14" PRIu64 " RX-dropped: %-14" PRIu64 " RX-total: %" PRIu64 "\n"
+	       "  TX-packets: %-14" PRIu64 " TX-dropped: %-14" PRIu64 " TX-total: %" PRIu64 "\n",
+	       rx, rx_dropped, rx + rx_dropped, tx, tx_dropped, tx + tx_dropped);
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t)
 {
 	return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -52,10 +72,7 @@ void reset_rate_window(App &app)
 
 void print_port_stats(App &app)
 {
-	for (std::uint16_t p = 0; p < app.nb_ports; ++p) {
-		rte_eth_stats s;
-		if (rte_eth_stats_get(p, &s) != 0)
-			continue;
+	for_each_port_stats(app, [](std::uint16_t p, const rte_eth_stats &s) {
 		PortWindow &w = windows[p];
 		const double dt = seconds_since(w.at);
 		const double rx_mpps = dt > 0 ? double(s.ipackets - w.rx) / dt / 1e6 : 0;
@@ -68,7 +85,7 @@ void print_port_stats(App &app)
 		       "  Rx-pps: %12.0f          Tx-pps: %12.0f   (Rx %.2f Mpps, Tx %.2f Mpps)\n",
 		       p, s.ipackets, s.imissed, s.ibytes, s.opackets, s.oerrors, s.obytes,
 		       rx_mpps * 1e6, tx_mpps * 1e6, rx_mpps, tx_mpps);
-	}
+	});
 	fflush(stdout);
 }
 
@@ -98,23 +115,48 @@ void print_mrsync_stats(App &app)
 	fflush(stdout);
 }
 
+void print_fwd_stats(App &app)
+{
+	/* testpmd's layout: per port, then accumulated; counted since `start`
+	 * (or the last `clear port stats all`). */
+	rte_eth_stats all{};
+	for_each_port_stats(app, [&](std::uint16_t p, const rte_eth_stats &s) {
+		all.ipackets += s.ipackets;
+		all.imissed += s.imissed;
+		all.opackets += s.opackets;
+		all.oerrors += s.oerrors;
+		printf("\n  ---------------------- Forward statistics for port %-2u "
+		       "----------------------\n", p);
+		print_rx_tx(s.ipackets, s.imissed, s.opackets, s.oerrors);
+	});
+	printf("\n  +++++++++++++++ Accumulated forward statistics for all ports +++++++++++++++\n");
+	print_rx_tx(all.ipackets, all.imissed, all.opackets, all.oerrors);
+	/* what a full TX queue refused, the lcores freed */
+	const LcoreCounters t = sum_counters(app);
+	printf("  lcores (since launch): forwarded %" PRIu64 ", dropped at TX %" PRIu64
+	       ", corrupted %" PRIu64 "\n", t.tx, t.dropped, t.corrupted);
+	fflush(stdout);
+}
+
+std::uint64_t corrupted_packets(const App &app)
+{
+	return sum_counters(app).corrupted;
+}
+
 void print_final_stats(App &app)
 {
 	const double dt = seconds_since(app.started);
 	printf("\n  ---------------------- Forward statistics (%s, %.2f s) ----------------------\n",
 	       fwd_mode_name(app.mode.load()), dt);
 	std::uint64_t rx = 0, tx = 0;
-	for (std::uint16_t p = 0; p < app.nb_ports; ++p) {
-		rte_eth_stats s;
-		if (rte_eth_stats_get(p, &s) != 0)
-			continue;
+	for_each_port_stats(app, [&](std::uint16_t p, const rte_eth_stats &s) {
 		rx += s.ipackets;
 		tx += s.opackets;
 		printf("  port %u: RX-packets: %-14" PRIu64 " TX-packets: %-14" PRIu64
 		       " RX %.2f Mpps  TX %.2f Mpps\n",
 		       p, s.ipackets, s.opackets, dt > 0 ? double(s.ipackets) / dt / 1e6 : 0,
 		       dt > 0 ? double(s.opackets) / dt / 1e6 : 0);
-	}
+	});
 	print_mrsync_stats(app);
 	mrsync_dpdk_stats s{};
 	mrsync_dpdk_get_stats(app.md, &s);

@@ -68,8 +68,11 @@ public:
 	void ratio(const std::string &name, const std::string &a, const std::string &b,
 		   std::string what);
 
-	/** A target of the issue: met, missed, or nullopt (not measured). */
-	void target(const std::string &name, std::optional<bool> met);
+	/** The issue's target for figure `row`, e.g. "<= 2": printed beside the
+	 *  figure (and under "targets" in JSON), for the reader to compare. */
+	void target(const std::string &row, std::string bound);
+	/** The target of `row`, or "" if it has none. */
+	std::string target_of(const std::string &row) const;
 
 	void print_table() const;
 	void print_json() const;
@@ -88,7 +91,7 @@ private:
 	std::vector<Figure> figures_;
 	std::vector<Param> params_;
 	std::vector<std::string> notes_;
-	std::vector<std::pair<std::string, std::optional<bool>>> targets_;
+	std::vector<std::pair<std::string, std::string>> targets_; /* row, bound */
 	std::string disturbed_; /* "row:n ..." for rows with disturbed batches */
 };
 

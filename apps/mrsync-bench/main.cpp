@@ -8,12 +8,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
 
 #include "bench.hpp"
+#include "../common/cli_source.hpp"
 #include "bench_version.h"
 #include "timing.hpp"
 
@@ -25,113 +28,89 @@ namespace mrsync::bench {
 
 namespace {
 
-const char kUsage[] =
-	"usage: mrsync-bench [--json] [--quick] [options]\n"
-	"  --json              print one JSON object instead of a table\n"
-	"  --quick             short run for CI (fewer and shorter batches)\n"
-	"  --batches N         timed batches per row, the median is reported (11)\n"
-	"  --batch-ms MS       target length of one batch (10)\n"
-	"  --rows LIST         groups to run, comma-separated:\n"
-	"                      control,mrsync,exact,resync,ucx (all)\n"
-	"  --source S          event source of the mrsync contexts: uffd, kmod or manual\n"
-	"                      (default uffd, falling back to manual if unavailable)\n"
-	"  --resync-samples N  remapped pages timed in the resync row (41)\n"
-	"  --rereg-samples N   1 GiB re-registrations timed (5)\n"
-	"  --only ROW          run one loop for callgrind: hit, hit_cpp, exact_hit, ucx_hit, miss\n"
-	"  --iterations N      iterations of that loop (1000000)\n"
-	"instructions per lookup (no hardware counters needed):\n"
+const char kFooter[] =
+	"--rows takes control,mrsync,exact,resync,ucx (default all); --quick shortens the\n"
+	"batches unless they are given. Instructions per lookup (no hardware counters):\n"
 	"  valgrind --tool=callgrind --toggle-collect=mrsync_bench_hit_loop \\\n"
 	"      mrsync-bench --only hit --iterations 1000000   # then Ir / 1000000\n";
 
 [[noreturn]] void usage_error(const std::string &what)
 {
-	std::fprintf(stderr, "mrsync-bench: %s\n%s", what.c_str(), kUsage);
+	std::fprintf(stderr, "mrsync-bench: %s (mrsync-bench --help)\n", what.c_str());
 	std::exit(2);
 }
 
-const char *string_arg(int &i, int argc, char **argv)
+/* A count >= 1, and what --quick sets it to unless it is given (0: leave it). */
+template <typename T>
+cli::Option number(const char *name, const char *help, T &out, int quick,
+		   std::vector<std::function<void()>> &quick_defaults)
 {
-	if (i + 1 >= argc)
-		usage_error(std::string(argv[i]) + " needs a value");
-	return argv[++i];
-}
-
-long long number_arg(int &i, int argc, char **argv, long long min)
-{
-	if (i + 1 >= argc)
-		usage_error(std::string(argv[i]) + " needs a value");
-	char *end = nullptr;
-	const long long v = std::strtoll(argv[i + 1], &end, 10);
-	if (!*argv[i + 1] || *end || v < min)
-		usage_error(std::string(argv[i]) + ": '" + argv[i + 1] + "' is not a number >= " +
-			    std::to_string(min));
-	++i;
-	return v;
-}
-
-/* The numeric options, and what --quick sets them to unless they are given. */
-struct NumberOption {
-	const char *flag;
-	long long quick; /* 0: --quick leaves it alone */
-	void (*set)(Options &o, long long v);
-};
-constexpr NumberOption kNumbers[] = {
-	{"--batches", 5, [](Options &o, long long v) { o.batches = int(v); }},
-	{"--batch-ms", 4, [](Options &o, long long v) { o.batch_ms = double(v); }},
-	{"--resync-samples", 11, [](Options &o, long long v) { o.resync_samples = int(v); }},
-	{"--rereg-samples", 2, [](Options &o, long long v) { o.rereg_samples = int(v); }},
-	{"--iterations", 0, [](Options &o, long long v) { o.iterations = std::uint64_t(v); }},
-};
-
-Options parse(int argc, char **argv)
-{
-	Options o;
-	bool given[std::size(kNumbers)] = {};
-	for (int i = 1; i < argc; ++i) {
-		const std::string a = argv[i];
-		const auto number = std::find_if(std::begin(kNumbers), std::end(kNumbers),
-						 [&](const NumberOption &n) { return a == n.flag; });
-		if (number != std::end(kNumbers)) {
-			number->set(o, number_arg(i, argc, argv, 1));
-			given[number - std::begin(kNumbers)] = true;
-		} else if (a == "--json") {
-			o.json = true;
-		} else if (a == "--quick") {
-			o.quick = true;
-		} else if (a == "--rows") {
-			o.groups.clear();
-			std::stringstream list(string_arg(i, argc, argv));
-			for (std::string g; std::getline(list, g, ',');) {
-				if (g != "control" && g != "mrsync" && g != "exact" && g != "resync" &&
-				    g != "ucx")
-					usage_error("unknown row group '" + g + "'");
-				o.groups.push_back(g);
-			}
-		} else if (a == "--source") {
-			const std::string s = string_arg(i, argc, argv);
-			if (s == "uffd")
-				o.sources = MRSYNC_SOURCE_UFFD;
-			else if (s == "manual")
-				o.sources = MRSYNC_SOURCE_MANUAL;
-			else if (s == "kmod")
-				o.sources = MRSYNC_SOURCE_KMOD;
-			else
-				usage_error("--source is uffd, kmod or manual");
-			o.source_given = true;
-		} else if (a == "--only") {
-			o.only = string_arg(i, argc, argv);
-		} else if (a == "--help" || a == "-h") {
-			std::printf("%s", kUsage);
-			std::exit(0);
-		} else {
-			usage_error("unknown option '" + a + "'");
-		}
-	}
-	if (o.quick)
-		for (std::size_t k = 0; k < std::size(kNumbers); ++k)
-			if (kNumbers[k].quick && !given[k])
-				kNumbers[k].set(o, kNumbers[k].quick);
+	auto given = std::make_shared<bool>(false);
+	cli::Option o = cli::number(name, help, out, 1, INT32_MAX);
+	o.set = [set = o.set, given](const char *v) {
+		*given = true;
+		return set(v);
+	};
+	if (quick)
+		quick_defaults.push_back([&out, quick, given] {
+			if (!*given)
+				out = T(quick);
+		});
 	return o;
+}
+
+int parse(int argc, char **argv, Options &o)
+{
+	std::vector<std::function<void()>> quick;
+	const cli::Options opts{
+		cli::flag("json", "print one JSON object instead of a table", o.json),
+		cli::flag("quick", "short run for CI (fewer and shorter batches)", o.quick),
+		number("batches", "timed batches per row, the median is reported (11)", o.batches,
+		       5, quick),
+		number("batch-ms", "target length of one batch in ms (10)", o.batch_ms, 4, quick),
+		{"rows", "LIST", "groups to run, comma-separated (all)",
+		 [&o](const char *v) -> std::optional<std::string> {
+			 o.groups.clear();
+			 std::stringstream list(v);
+			 for (std::string g; std::getline(list, g, ',');) {
+				 if (g != "control" && g != "mrsync" && g != "exact" &&
+				     g != "resync" && g != "ucx")
+					 return "groups among control,mrsync,exact,resync,ucx, not '" +
+						g + "'";
+				 o.groups.push_back(g);
+			 }
+			 return o.groups.empty() ? std::optional<std::string>("at least one group")
+						 : std::nullopt;
+		 }},
+		{"source", "S",
+		 "event source of the mrsync contexts: uffd, kmod or manual (default uffd, "
+		 "falling back to manual)",
+		 [&o](const char *v) -> std::optional<std::string> {
+			 const auto mask = cli::source_mask(v);
+			 if (!mask || !*mask)
+				 return std::string("uffd, kmod or manual");
+			 o.sources = *mask;
+			 o.source_given = true;
+			 return std::nullopt;
+		 }},
+		number("resync-samples", "remapped pages timed in the resync row (41)",
+		       o.resync_samples, 11, quick),
+		number("rereg-samples", "1 GiB re-registrations timed (5)", o.rereg_samples, 2,
+		       quick),
+		{"only", "ROW", "run one loop for callgrind: hit, hit_cpp, exact_hit, ucx_hit, miss",
+		 [&o](const char *v) -> std::optional<std::string> {
+			 o.only = v;
+			 return std::nullopt;
+		 }},
+		number("iterations", "iterations of that loop (1000000)", o.iterations, 0, quick),
+	};
+	if (auto rc = cli::parse({"mrsync-bench", "[--json] [--quick] [options]", kFooter}, opts,
+				 argc, argv))
+		return *rc;
+	if (o.quick)
+		for (const auto &set_default : quick)
+			set_default();
+	return -1;
 }
 
 std::string first_line_with(const char *path, const char *prefix)
@@ -183,25 +162,13 @@ void machine_params(const Options &o, Report &r)
 	r.param("quick", o.quick ? "true" : "false", true);
 }
 
-/* The targets, checked against what this run measured. */
+/* The targets, printed beside the figures they bound. */
 void targets(Report &r)
 {
-	struct Target {
-		const char *name, *row;
-		double limit;
-		bool at_most;
-	};
-	const Target all[] = {
-		{"hit_ns <= 2", "hit_ns", 2, true},
-		{"ucx_over_hit >= 20", "ucx_over_hit", 20, false},
-		{"scaling_2t >= 1.9", "scaling_2t", 1.9, false},
-		{"rereg_over_resync >= 1000", "rereg_over_resync", 1000, false},
-	};
-	for (const auto &t : all) {
-		const auto v = r.get(t.row);
-		r.target(t.name, v ? std::optional<bool>(t.at_most ? *v <= t.limit : *v >= t.limit)
-				   : std::nullopt);
-	}
+	r.target("hit_ns", "<= 2");
+	r.target("ucx_over_hit", ">= 20");
+	r.target("scaling_2t", ">= 1.9");
+	r.target("rereg_over_resync", ">= 1000");
 }
 
 } // namespace
@@ -219,7 +186,9 @@ bool Options::wants(const std::string &group) const
 int main(int argc, char **argv)
 {
 	using namespace mrsync::bench;
-	const Options opts = parse(argc, argv);
+	Options opts;
+	if (const int rc = parse(argc, argv, opts); rc >= 0)
+		return rc;
 	try {
 		if (!opts.only.empty()) {
 			const char *fn = run_only_cache(opts);

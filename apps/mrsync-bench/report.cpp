@@ -130,28 +130,35 @@ void Report::ratio(const std::string &name, const std::string &a, const std::str
 		skip(name, "x", std::move(what), a + " or " + b + " was not measured");
 }
 
-void Report::target(const std::string &name, std::optional<bool> met)
+void Report::target(const std::string &row, std::string bound)
 {
-	targets_.emplace_back(name, met);
+	targets_.emplace_back(row, std::move(bound));
+}
+
+std::string Report::target_of(const std::string &row) const
+{
+	for (const auto &[name, bound] : targets_)
+		if (name == row)
+			return bound;
+	return "";
 }
 
 void Report::print_table() const
 {
 	std::printf("%-20s %13s  %s\n", "row", "median", "what");
 	for (const auto &f : figures_) {
+		const std::string bound = target_of(f.name);
+		const std::string target = bound.empty() ? "" : " (target " + bound + ")";
 		if (f.value)
-			std::printf("%-20s %13s  %s\n", f.name.c_str(), human(*f.value, f.unit).c_str(),
-				    f.what.c_str());
+			std::printf("%-20s %13s  %s%s\n", f.name.c_str(),
+				    human(*f.value, f.unit).c_str(), f.what.c_str(), target.c_str());
 		else
 			std::printf("%-20s %13s  %s (skipped: %s)\n", f.name.c_str(), "-",
 				    f.what.c_str(), f.why.c_str());
 	}
 	for (const auto &n : notes_)
 		std::printf("note: %s\n", n.c_str());
-	std::printf("\ntargets:");
-	for (const auto &[name, met] : targets_)
-		std::printf(" %s %s;", name.c_str(), !met ? "not measured" : *met ? "met" : "MISSED");
-	std::printf("\nparameters:");
+	std::printf("parameters:");
 	for (const auto &p : params_)
 		std::printf(" %s=%s", p.name.c_str(), p.value.c_str());
 	std::printf("\n");
@@ -180,8 +187,8 @@ void Report::print_json() const
 	}
 	out += "], \"targets\": {";
 	sep = "";
-	for (const auto &[name, met] : targets_) {
-		out += sep + json_string(name) + ": " + (!met ? "null" : *met ? "true" : "false");
+	for (const auto &[name, bound] : targets_) {
+		out += sep + json_string(name) + ": " + json_string(bound);
 		sep = ", ";
 	}
 	out += "}, \"params\": {";

@@ -15,19 +15,9 @@
 #include <mrsync/mrsync.hpp>
 
 #include "../common/churn_workload.hpp"
-#include "../common/cli.hpp"
+#include "../common/cli_source.hpp"
 
 namespace {
-
-void usage()
-{
-	std::fprintf(stderr, "usage: mrsync-demo [--ops N] [--threads N] [--stress N] "
-			     "[--source auto|uffd|kmod]\n"
-			     "  --ops N       operations per run (default 200000)\n"
-			     "  --threads N   DMA threads (default 2)\n"
-			     "  --stress N    CPU-burning threads beside the workload (default 0)\n"
-			     "  --source S    event source of the mrsync run (default auto)\n");
-}
 
 mrsync::Result<mrsync::workload::Report> run(const char *label, std::uint32_t sources,
 					     std::uint32_t flags, mrsync::workload::Options options)
@@ -72,17 +62,14 @@ int main(int argc, char **argv)
 	mrsync::workload::Options options;
 	options.ops = 200'000;
 	std::uint32_t sources = 0;
-	for (int i = 1; i < argc; ++i) {
-		if (mrsync::workload::parse_option(argc, argv, i, options)) {
-			continue;
-		} else if (auto s = mrsync::cli::option(argc, argv, i, "--source");
-			   s && mrsync::cli::source_mask(*s)) {
-			sources = *mrsync::cli::source_mask(*s);
-		} else {
-			usage();
-			return 2;
-		}
-	}
+	mrsync::cli::Options opts = mrsync::workload::cli_options(options);
+	opts.push_back(mrsync::cli::source("event source of the mrsync run (default auto)",
+					   "auto|uffd|kmod", sources));
+	if (auto rc = mrsync::cli::parse({"mrsync-demo", "[options]",
+					  "The workload runs twice: through mrsync, then through a "
+					  "naive cache (default 200000 operations).\n"},
+					 opts, argc, argv))
+		return *rc;
 	std::printf("mrsync-demo: %llu operations, %u DMA threads + 1 churn thread + 1 hint "
 		    "thread, io_uring software HCA\n",
 		    (unsigned long long)options.ops, options.dma_threads);

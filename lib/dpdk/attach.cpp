@@ -71,6 +71,36 @@ void chunk_cb(struct rte_mempool *, void *opaque, struct rte_mempool_memhdr *mem
 	chunks->push_back({start, start + memhdr->len});
 }
 
+/* While attached, the core's log lines go to rte_log under our log type: a
+ * DPDK application has one log, with its streams and levels
+ * (--log-level=lib.mrsync:debug; MRSYNC_LOG filters first). The sink in
+ * place before is kept for detach. */
+struct LogRouting {
+	mrsync_log_fn fn = nullptr;
+	void *arg = nullptr;
+} saved_sink;
+
+void to_rte_log(int level, const char *component, const char *message, void *)
+{
+	static const std::uint32_t rte_levels[] = {RTE_LOG_ERR, RTE_LOG_WARNING, RTE_LOG_INFO,
+						   RTE_LOG_DEBUG};
+	const std::uint32_t rte_level =
+		level >= 0 && level < 4 ? rte_levels[level] : std::uint32_t(RTE_LOG_DEBUG);
+	rte_log(rte_level, dpdk::logtype, "MRSYNC: %s: %s\n", component, message);
+}
+
+void route_log_to_rte()
+{
+	mrsync_get_log_sink(&saved_sink.fn, &saved_sink.arg);
+	mrsync_set_log_sink(to_rte_log, nullptr);
+}
+
+void restore_log()
+{
+	mrsync_set_log_sink(saved_sink.fn, saved_sink.arg);
+	saved_sink = {};
+}
+
 } // namespace
 
 int mrsync_dpdk::hint(Range run)
@@ -151,6 +181,7 @@ int mrsync_dpdk_attach(const struct mrsync_dpdk_params *p, struct mrsync_dpdk **
 	md->memory_static = !dpdk::MemEvents::subscribe();
 
 	dpdk::set_eal_attached(true);
+	route_log_to_rte(); /* before the context: its creation may log */
 	mrsync_params params = MRSYNC_PARAMS_INIT;
 	params.sources = MRSYNC_SOURCE_DPDK |
 			 (p->extra_sources ? p->extra_sources : automatic_extra_sources());
@@ -166,6 +197,7 @@ int mrsync_dpdk_attach(const struct mrsync_dpdk_params *p, struct mrsync_dpdk **
 		dpdk::set_eal_attached(false);
 		if (!md->memory_static)
 			dpdk::MemEvents::unsubscribe();
+		restore_log();
 		return fail_core(rc, "mrsync_dpdk_attach");
 	}
 	md->check_generations = !(p->ctx_flags & MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK);
@@ -216,6 +248,7 @@ void mrsync_dpdk_detach(struct mrsync_dpdk **pmd)
 	if (!md->memory_static)
 		dpdk::MemEvents::unsubscribe();
 	mrsync_ctx_destroy(&md->ctx);
+	restore_log(); /* after the context: its teardown may log */
 	dpdk::set_eal_attached(false);
 	attached = nullptr;
 	delete md;

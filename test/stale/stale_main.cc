@@ -11,9 +11,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 #include <vector>
 
-#include "cli.hpp"
+#include "cli_source.hpp"
 #include "stale.hpp"
 
 namespace mrsync::test::stale {
@@ -28,41 +29,22 @@ int main(int argc, char **argv)
 {
 	using namespace mrsync;
 	auto &o = test::stale::options();
-	std::vector<char *> rest{argv[0]};
-	for (int i = 1; i < argc; ++i) {
-		const std::string arg = argv[i];
-		if (auto v = cli::option(argc, argv, i, "--source")) {
-			if (*v != "uffd" && *v != "kmod") {
-				std::fprintf(stderr, "%s: --source is uffd or kmod, not %s\n", argv[0],
-					     v->c_str());
-				return 2;
-			}
-			o.source = *cli::source_mask(*v);
-		} else if (auto n = cli::option(argc, argv, i, "--iterations")) {
-			if (!cli::count(*n) || !*cli::count(*n)) {
-				std::fprintf(stderr, "%s: bad --iterations %s\n", argv[0], n->c_str());
-				return 2;
-			}
-			o.iterations = *cli::count(*n);
-		} else if (auto s = cli::option(argc, argv, i, "--seconds")) {
-			o.seconds = std::atof(s->c_str());
-			if (o.seconds <= 0) {
-				std::fprintf(stderr, "%s: bad --seconds %s\n", argv[0], s->c_str());
-				return 2;
-			}
-		} else if (arg == "--hugepages") {
-			o.hugepages = true;
-		} else if (arg == "--stress") {
-			o.stress = true;
-		} else if (arg.rfind("--gtest_", 0) == 0) {
-			rest.push_back(argv[i]);
-		} else {
-			std::fprintf(stderr, "usage: %s [--source=uffd|kmod] [--hugepages] "
-					     "[--iterations=N] [--seconds=S] [--stress] [--gtest_...]\n",
-				     argv[0]);
-			return 2;
-		}
-	}
+	/* gtest's own options go to gtest, the rest to ours */
+	std::vector<char *> ours{argv[0]}, rest{argv[0]};
+	for (int i = 1; i < argc; ++i)
+		(std::string_view(argv[i]).starts_with("--gtest_") ? rest : ours).push_back(argv[i]);
+	const cli::Options opts{
+		cli::source("the event source (default uffd; kmod is the guest's)", "uffd|kmod",
+			    o.source),
+		cli::flag("hugepages", "SysV and file memory on 2 MiB pages", o.hugepages),
+		cli::number("iterations", "changes per case (default: the test's, sized for CI)",
+			    o.iterations, 1, UINT64_MAX),
+		cli::positive("seconds", "S", "class B: how long the race runs", o.seconds),
+		cli::flag("stress", "class B: add CPU-burning threads", o.stress),
+	};
+	if (auto rc = cli::parse({argv[0], "[options] [--gtest_...]"}, opts, int(ours.size()),
+				 ours.data()))
+		return *rc;
 	if (o.source == MRSYNC_SOURCE_KMOD && access("/dev/mrsync", F_OK) != 0) {
 		const bool guest = std::getenv("MRSYNC_VM_GUEST") != nullptr;
 		std::fprintf(stderr, "%s: %s: --source=kmod and no /dev/mrsync\n", argv[0],

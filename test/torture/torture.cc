@@ -22,7 +22,7 @@
 #include <mrsync/mrsync.hpp>
 
 #include "churn_workload.hpp"
-#include "cli.hpp"
+#include "cli_source.hpp"
 
 int main(int argc, char **argv)
 {
@@ -30,30 +30,16 @@ int main(int argc, char **argv)
 	options.ops = 1'000'000;
 	std::uint32_t sources = 0, ring_entries = 0, flags = 0;
 	bool long_run = false;
-	for (int i = 1; i < argc; ++i) {
-		const std::string arg = argv[i];
-		if (mrsync::workload::parse_option(argc, argv, i, options)) {
-			continue;
-		} else if (auto r = mrsync::cli::option(argc, argv, i, "--ring-entries");
-			   r && mrsync::cli::count(*r)) {
-			ring_entries = static_cast<std::uint32_t>(*mrsync::cli::count(*r));
-		} else if (auto s = mrsync::cli::option(argc, argv, i, "--source");
-			   s && mrsync::cli::source_mask(*s)) {
-			sources = *mrsync::cli::source_mask(*s);
-		} else if (arg == "--negative-control") {
-			flags |= MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK;
-		} else if (arg == "--unguarded") {
-			flags |= MRSYNC_CTX_F_TEST_UNGUARDED_PINS;
-		} else if (arg == "--long") {
-			long_run = true;
-		} else {
-			std::fprintf(stderr, "usage: mrsync-torture %s [--long] "
-					     "[--source auto|uffd|kmod] [--ring-entries N] "
-					     "[--negative-control | --unguarded]\n",
-				     mrsync::workload::kOptionsUsage);
-			return 2;
-		}
-	}
+	namespace cli = mrsync::cli;
+	cli::Options opts = mrsync::workload::cli_options(options);
+	opts.push_back(cli::source("event source (default auto)", "auto|uffd|kmod", sources));
+	opts.push_back(cli::number("ring-entries", "entries of the event ring (0: default)",
+				   ring_entries, 0, UINT32_MAX));
+	for (cli::Option &o : mrsync::workload::negative_control_options(flags))
+		opts.push_back(std::move(o));
+	opts.push_back(cli::flag("long", "10^7 operations (by hand, not in CI)", long_run));
+	if (auto rc = cli::parse({"mrsync-torture", "[options]"}, opts, argc, argv))
+		return *rc;
 	if (long_run)
 		options.ops = 10'000'000;
 	options.sources = sources;

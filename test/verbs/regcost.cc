@@ -16,6 +16,7 @@
 #include <mrsync/mrsync.hpp>
 #include <mrsync/verbs.h>
 
+#include "../../apps/common/cli.hpp"
 #include "rdma_loopback.hpp"
 
 namespace {
@@ -35,12 +36,17 @@ struct Row {
 
 int main(int argc, char **argv)
 {
+	bool quick = false;
+	const mrsync::cli::Options opts{
+		mrsync::cli::flag("quick", "4 KiB, 1 MiB and 16 MiB only, for CI", quick),
+	};
+	if (auto rc = mrsync::cli::parse({argv[0], "[--quick]"}, opts, argc, argv))
+		return *rc;
 	if (access("/dev/infiniband/uverbs0", F_OK) != 0 || access("/dev/mrsync", F_OK) != 0) {
 		std::fprintf(stderr, "%s: skipped: needs Soft-RoCE and the module (test/vm/run --bench)\n",
 			     argv[0]);
 		return 77;
 	}
-	const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
 	mrsync::test::Loopback rdma;
 	if (!rdma.ok()) {
 		std::fprintf(stderr, "regcost: %s\n", rdma.error().c_str());

@@ -19,7 +19,7 @@
 #include <mrsync/verbs.h>
 
 #include "churn_workload.hpp"
-#include "cli.hpp"
+#include "cli_source.hpp"
 #include "rdma_loopback.hpp"
 
 int main(int argc, char **argv)
@@ -27,23 +27,13 @@ int main(int argc, char **argv)
 	mrsync::workload::Options options;
 	options.ops = 20'000;
 	std::uint32_t sources = MRSYNC_SOURCE_KMOD, flags = 0;
-	for (int i = 1; i < argc; ++i) {
-		if (mrsync::workload::parse_option(argc, argv, i, options))
-			continue;
-		if (auto s = mrsync::cli::option(argc, argv, i, "--source");
-		    s && mrsync::cli::source_mask(*s) && *mrsync::cli::source_mask(*s)) {
-			sources = *mrsync::cli::source_mask(*s);
-		} else if (std::string(argv[i]) == "--negative-control") {
-			flags |= MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK;
-		} else if (std::string(argv[i]) == "--unguarded") {
-			flags |= MRSYNC_CTX_F_TEST_UNGUARDED_PINS;
-		} else {
-			std::fprintf(stderr, "usage: verbs_torture %s [--source kmod|uffd] "
-					     "[--negative-control | --unguarded]\n",
-				     mrsync::workload::kOptionsUsage);
-			return 2;
-		}
-	}
+	namespace cli = mrsync::cli;
+	cli::Options opts = mrsync::workload::cli_options(options);
+	opts.push_back(cli::source("event source (default kmod)", "kmod|uffd", sources));
+	for (cli::Option &o : mrsync::workload::negative_control_options(flags))
+		opts.push_back(std::move(o));
+	if (auto rc = cli::parse({"verbs_torture", "[options]"}, opts, argc, argv))
+		return *rc;
 	if (access("/dev/infiniband/uverbs0", F_OK) != 0) {
 		std::fprintf(stderr, "verbs_torture: skipped: no RDMA device (QEMU guest only)\n");
 		return std::getenv("MRSYNC_VM_GUEST") ? 1 : 77;

@@ -20,6 +20,8 @@
  */
 #include "vm_dev.hpp"
 
+#include "../../apps/common/cli.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -201,14 +203,26 @@ int report(const std::string &path)
 int main(int argc, char **argv)
 {
 	std::string phase, samples;
-	for (int i = 1; i < argc; i++) {
-		if (!std::strncmp(argv[i], "--phase=", 8))
-			phase = argv[i] + 8;
-		else if (!std::strncmp(argv[i], "--samples=", 10))
-			samples = argv[i] + 10;
-	}
-	if (samples.empty() || (phase != "nomod" && phase != "mod" && phase != "report")) {
-		std::fprintf(stderr, "usage: %s --phase=nomod|mod|report --samples=FILE\n",
+	const mrsync::cli::Options opts{
+		{"phase", "P", "nomod (module not loaded), mod (loaded) or report (the JSON)",
+		 [&phase](const char *v) -> std::optional<std::string> {
+			 phase = v;
+			 if (phase == "nomod" || phase == "mod" || phase == "report")
+				 return std::nullopt;
+			 return std::string("nomod, mod or report");
+		 }},
+		{"samples", "FILE", "the samples file the phases append to",
+		 [&samples](const char *v) -> std::optional<std::string> {
+			 samples = v;
+			 return samples.empty() ? std::optional<std::string>("a file name")
+						: std::nullopt;
+		 }},
+	};
+	if (auto rc = mrsync::cli::parse({argv[0], "--phase=nomod|mod|report --samples=FILE"},
+					 opts, argc, argv))
+		return *rc;
+	if (samples.empty() || phase.empty()) {
+		std::fprintf(stderr, "%s: --phase and --samples are both needed (--help)\n",
 			     argv[0]);
 		return 2;
 	}

@@ -230,6 +230,45 @@ const char *mrsync_last_error(void);
 /** The driver's name ("uring", ...), or NULL for a NULL context. */
 const char *mrsync_driver_name(const struct mrsync_ctx *ctx);
 
+/** Levels of the log, as MRSYNC_LOG=error|warning|info|debug names them. */
+enum mrsync_log_level {
+	MRSYNC_LOG_LEVEL_ERROR = 0,
+	MRSYNC_LOG_LEVEL_WARNING = 1,
+	MRSYNC_LOG_LEVEL_INFO = 2,
+	MRSYNC_LOG_LEVEL_DEBUG = 3,
+};
+
+/**
+ * Receives one log line.
+ * @param level     an enum mrsync_log_level
+ * @param component "core", "uffd", "kmod", "verbs", "log", ...
+ * @param message   "function: text", without a trailing newline; valid
+ *                  during the call only
+ * @param arg       the arg given to mrsync_set_log_sink()
+ * Thread safety: called from any thread, including the userfaultfd monitor
+ * thread and threads inside mrsync_get() holding a context's lock, possibly
+ * from several at once. It must not call any mrsync_* function (that may
+ * deadlock), and should return quickly.
+ */
+typedef void (*mrsync_log_fn)(int level, const char *component, const char *message,
+			      void *arg);
+
+/**
+ * Sends mrsync's log lines to fn instead of stderr (fn NULL: stderr again).
+ * Lines are filtered by MRSYNC_LOG first (default warning); an unknown
+ * MRSYNC_LOG value is reported once, to the sink in place when it is first
+ * read (at the latest, this call). libmrsync_dpdk installs an rte_log sink
+ * at mrsync_dpdk_attach() and restores the previous one at detach.
+ * Thread-safe, not from inside a sink. When it returns, no call to the
+ * previous sink is running or will start: its arg may be freed.
+ * @return 0.
+ */
+int mrsync_set_log_sink(mrsync_log_fn fn, void *arg);
+
+/** The sink in place (*fn NULL: stderr) and its arg, to restore it later;
+ *  either pointer may be NULL. Thread-safe. */
+void mrsync_get_log_sink(mrsync_log_fn *fn, void **arg);
+
 #ifdef __cplusplus
 }
 #endif
