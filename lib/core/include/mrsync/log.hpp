@@ -9,6 +9,9 @@
 #ifndef MRSYNC_LOG_HPP
 #define MRSYNC_LOG_HPP
 
+/* Exported from libmrsync (lib/libmrsync.map says which symbols). */
+#pragma GCC visibility push(default)
+
 namespace mrsync {
 
 enum class LogLevel { error = 0, warning = 1, info = 2, debug = 3 };
@@ -21,6 +24,7 @@ void log_line(LogLevel level, const char *component, const char *func, const cha
 	__attribute__((format(printf, 4, 5)));
 
 } // namespace mrsync
+#pragma GCC visibility pop
 
 #define MRSYNC_LOG(level, component, ...)                                                 \
 	do {                                                                              \
