@@ -361,8 +361,8 @@ Result<std::unique_ptr<Driver>> verbs_create(const DriverConfig &config)
 	if (config.arg) {
 		const auto *given = static_cast<const mrsync_verbs_params *>(config.arg);
 		/* the struct_size rule of mrsync.h: older, smaller structs too */
-		if (const char *why = mrsync::detail::copy_in(given, given->struct_size,
-						      offsetof(mrsync_verbs_params, pd), params))
+		if (const char *why = mrsync::detail::copy_in(
+			    given, given->struct_size, offsetof(mrsync_verbs_params, pd), params))
 			return make_error(EINVAL, "params->driver_arg: struct mrsync_verbs_params has "
 						  "struct_size " + std::to_string(given->struct_size) +
 						  ": " + why + " (initialise it with "
