@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include <mrsync/testing.h> /* MRSYNC_CTX_F_TEST_UNGUARDED_PINS */
 #include <mrsync/uring.hpp>
 
 #include "cli.hpp"

@@ -92,7 +92,9 @@ void print_port_stats(App &app)
 void print_mrsync_stats(App &app)
 {
 	mrsync_dpdk_stats s{};
-	mrsync_dpdk_get_stats(app.md, &s);
+	mrsync_dpdk_get_stats(app.md, &s, sizeof s);
+	mrsync_stats core{};
+	mrsync_get_stats(mrsync_dpdk_ctx(app.md), &core, sizeof core);
 	const LcoreCounters t = sum_counters(app);
 	const double hit_rate = s.lookups ? 100.0 * double(s.lcore_hits) / double(s.lookups) : 0;
 	printf("  ######################## mrsync (%s) ########################\n"
@@ -105,9 +107,9 @@ void print_mrsync_stats(App &app)
 	       "  HCA payloads: %" PRIu64 " (%" PRIu64 " via churned buffers)  refused: %" PRIu64
 	       "  corrupted packets: %" PRIu64 "\n",
 	       mrsync_driver_name(mrsync_dpdk_ctx(app.md)), s.lookups, hit_rate, s.lcore_flushes,
-	       t.lookup_errors, s.core.resyncs, s.core.full_resyncs, s.core.entries_repinned,
-	       s.core.entries_invalidated, s.core.compactions, s.mem_alloc_events,
-	       s.mem_free_events, s.core.regions, s.core.pinned_bytes >> 10, t.dma, t.staged,
+	       t.lookup_errors, core.resyncs, core.full_resyncs, core.entries_repinned,
+	       core.entries_invalidated, core.compactions, s.mem_alloc_events,
+	       s.mem_free_events, core.regions, core.pinned_bytes >> 10, t.dma, t.staged,
 	       t.refused, t.corrupted);
 	if (app.churn)
 		printf("  churn: %" PRIu64 " hugepage and %" PRIu64 " anonymous buffer cycles\n",
@@ -159,7 +161,9 @@ void print_final_stats(App &app)
 	});
 	print_mrsync_stats(app);
 	mrsync_dpdk_stats s{};
-	mrsync_dpdk_get_stats(app.md, &s);
+	mrsync_dpdk_get_stats(app.md, &s, sizeof s);
+	mrsync_stats core{};
+	mrsync_get_stats(mrsync_dpdk_ctx(app.md), &core, sizeof core);
 	const LcoreCounters t = sum_counters(app);
 	const std::uint64_t forwarded = app.mode.load() == FwdMode::rxonly ? rx : tx;
 	/* One line for scripts (compare-testpmd, the tests). */
@@ -168,8 +172,8 @@ void print_final_stats(App &app)
 	       " payloads=%" PRIu64 " refused=%" PRIu64 " corrupted=%" PRIu64 "\n",
 	       fwd_mode_name(app.mode.load()), app.opt.hca.c_str(), dt, rx, tx,
 	       dt > 0 ? double(forwarded) / dt / 1e6 : 0, s.lookups,
-	       s.lookups ? double(s.lcore_hits) / double(s.lookups) : 0, s.core.resyncs,
-	       s.core.entries_repinned, t.dma, t.refused, t.corrupted);
+	       s.lookups ? double(s.lcore_hits) / double(s.lookups) : 0, core.resyncs,
+	       core.entries_repinned, t.dma, t.refused, t.corrupted);
 	fflush(stdout);
 }
 

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cinttypes>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -21,6 +22,9 @@
 #include <mrsync/log.hpp>
 #include <mrsync/mrsync.hpp>
 #include <mrsync/verbs.h>
+
+#include "capi.hpp"  /* lib/core: the C error channel */
+#include "sized.hpp" /* lib/core: the struct_size rule */
 
 namespace mrsync::verbs {
 namespace {
@@ -356,13 +360,16 @@ Result<std::unique_ptr<Driver>> verbs_create(const DriverConfig &config)
 	mrsync_verbs_params params = MRSYNC_VERBS_PARAMS_INIT;
 	if (config.arg) {
 		const auto *given = static_cast<const mrsync_verbs_params *>(config.arg);
-		if (given->struct_size != sizeof(mrsync_verbs_params))
+		/* the struct_size rule of mrsync.h: older, smaller structs too */
+		if (const char *why = mrsync::detail::copy_in(
+			    given, given->struct_size, offsetof(mrsync_verbs_params, pd), params))
 			return make_error(EINVAL, "params->driver_arg: struct mrsync_verbs_params has "
 						  "struct_size " + std::to_string(given->struct_size) +
-						  ", initialise it with MRSYNC_VERBS_PARAMS_INIT");
-		if (given->reserved)
+						  ": " + why + " (initialise it with "
+						  "MRSYNC_VERBS_PARAMS_INIT)");
+		params.struct_size = sizeof params;
+		if (params.reserved)
 			return make_error(EINVAL, "params->driver_arg: reserved must be 0");
-		params = *given;
 	}
 	Device dev;
 	if (params.pd) {
@@ -396,17 +403,28 @@ VerbsDriver *verbs_of(mrsync_ctx *ctx)
 
 MRSYNC_REGISTER_DRIVER(mrsync::verbs::verbs_factory)
 
+/* The error channel of mrsync.h: -errno and mrsync_last_error(). */
 extern "C" int mrsync_verbs_quiesced(struct mrsync_ctx *ctx)
 {
 	auto *d = mrsync::verbs::verbs_of(ctx);
-	return d ? d->quiesced() : -EINVAL;
+	if (!d)
+		return mrsync::detail::fail_call(EINVAL, !ctx ? "mrsync_verbs_quiesced: ctx is NULL"
+							      : "mrsync_verbs_quiesced: ctx is not a "
+								"verbs context");
+	return d->quiesced();
 }
 
-extern "C" int mrsync_verbs_get_stats(struct mrsync_ctx *ctx, struct mrsync_verbs_stats *out)
+extern "C" int mrsync_verbs_get_stats(struct mrsync_ctx *ctx, struct mrsync_verbs_stats *out,
+				      size_t out_size)
 {
 	auto *d = mrsync::verbs::verbs_of(ctx);
-	if (!d || !out)
-		return -EINVAL;
-	*out = d->stats();
+	if (!d || !out || out_size < sizeof(std::uint64_t))
+		return mrsync::detail::fail_call(
+			EINVAL, !ctx   ? "mrsync_verbs_get_stats: ctx is NULL"
+				: !d   ? "mrsync_verbs_get_stats: ctx is not a verbs context"
+				: !out ? "mrsync_verbs_get_stats: out is NULL"
+				       : "mrsync_verbs_get_stats: out_size is below 8: pass "
+					 "sizeof(struct mrsync_verbs_stats)");
+	mrsync::detail::copy_out(d->stats(), out, out_size);
 	return 0;
 }

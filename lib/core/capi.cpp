@@ -2,19 +2,33 @@
 /* The C ABI: argument checks, Result -> -errno, and the thread's last error
  * text. The hit path of mrsync_get() is Context::get_fast(), inlined here. */
 #include <mrsync/mrsync.hpp>
+#include <mrsync/testing.h>
 
+#include <cstddef>
 #include <new>
 #include <string>
 
+#include "capi.hpp"
 #include "context.hpp"
+#include "sized.hpp"
 
 using mrsync::Error;
 using mrsync::Status;
 using mrsync::detail::Context;
 
+namespace mrsync::detail {
+/* Set before main() by lib/core/testing.cpp, in test programs only. */
+bool test_flags_enabled = false;
+} // namespace mrsync::detail
+
 namespace {
 
 thread_local std::string last_error;
+
+/* The smallest params and stats a caller may pass: struct_size and the field
+ * after it (mrsync.h, "Structs and their sizes"). */
+constexpr std::size_t kMinParamsSize = offsetof(mrsync_params, driver);
+constexpr std::size_t kMinStatsSize = sizeof(std::uint64_t);
 
 int fail(const Error &e)
 {
@@ -58,7 +72,36 @@ Context *impl(mrsync_ctx *ctx)
 	return finish(impl(ctx)->put(reg->region));
 }
 
+/* The caller's params, of whatever header version, as this library's
+ * struct (mrsync.h, "Structs and their sizes"); NULL gives the defaults. */
+int read_params(const mrsync_params *given, mrsync_params &p)
+{
+	if (given) {
+		if (const char *why = mrsync::detail::copy_in(given, given->struct_size,
+								kMinParamsSize, p))
+			return fail(EINVAL, ("params->struct_size is " +
+					     std::to_string(given->struct_size) + ": " + why +
+					     " (initialise with MRSYNC_PARAMS_INIT)")
+						    .c_str());
+		p.struct_size = sizeof p;
+	}
+	if ((p.flags & MRSYNC_CTX_F_TEST_ONLY_MASK) && !mrsync::detail::test_flags_enabled)
+		return fail(EINVAL, "params->flags has a test-only bit set (only test programs "
+				    "linked with lib/core/testing.cpp may use it)");
+	return 0;
+}
+
 } // namespace
+
+int mrsync::detail::fail_call(int code, std::string_view message) noexcept
+{
+	try {
+		::last_error.assign(message);
+	} catch (const std::bad_alloc &) {
+		::last_error.clear(); /* the code still says what failed */
+	}
+	return -code;
+}
 
 extern "C" {
 
@@ -67,9 +110,11 @@ int mrsync_ctx_create(const struct mrsync_params *params, struct mrsync_ctx **ou
 	if (!out)
 		return fail(EINVAL, "out is NULL");
 	*out = nullptr;
-	const mrsync_params defaults = MRSYNC_PARAMS_INIT;
 	try {
-		auto ctx = Context::create(params ? *params : defaults);
+		mrsync_params p = MRSYNC_PARAMS_INIT;
+		if (int rc = read_params(params, p); rc < 0)
+			return rc;
+		auto ctx = Context::create(p);
 		if (!ctx)
 			return fail(ctx.error());
 		*out = reinterpret_cast<mrsync_ctx *>(ctx.value().release());
@@ -159,12 +204,19 @@ int mrsync_compact(struct mrsync_ctx *ctx)
 	return n ? *n : fail(n.error());
 }
 
-int mrsync_get_stats(struct mrsync_ctx *ctx, struct mrsync_stats *out)
+int mrsync_get_stats(struct mrsync_ctx *ctx, struct mrsync_stats *out, size_t out_size)
 {
-	if (!ctx || !out)
-		return fail(EINVAL, !ctx ? "ctx is NULL" : "out is NULL");
-	*out = impl(ctx)->stats();
+	if (!ctx || !out || out_size < kMinStatsSize)
+		return fail(EINVAL, !ctx ? "ctx is NULL"
+				    : !out ? "out is NULL"
+					   : "out_size is below 8: pass sizeof(struct mrsync_stats)");
+	mrsync::detail::copy_out(impl(ctx)->stats(), out, out_size);
 	return 0;
+}
+
+int mrsync_test_flags_enabled(void)
+{
+	return mrsync::detail::test_flags_enabled;
 }
 
 const char *mrsync_last_error(void)

@@ -11,6 +11,7 @@
 #include <string>
 
 #include <mrsync/log.hpp>
+#include <mrsync/testing.h> /* MRSYNC_CTX_F_TEST_UNGUARDED_PINS */
 
 #include "fork_guard.hpp"
 #include "mrsync_config.h"

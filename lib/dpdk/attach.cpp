@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <cstddef>
 #include <cerrno>
 #include <new>
 #include <string>
@@ -15,6 +16,7 @@
 #include <rte_mempool.h>
 
 #include "dpdk_pvt.hpp"
+#include "sized.hpp" /* lib/core: the struct_size rule */
 #include "telemetry.hpp"
 
 using mrsync::Range;
@@ -147,18 +149,21 @@ Range mrsync_dpdk::cache_range(std::uint64_t addr, std::uint64_t len)
 
 extern "C" {
 
-int mrsync_dpdk_attach(const struct mrsync_dpdk_params *p, struct mrsync_dpdk **out)
+int mrsync_dpdk_attach(const struct mrsync_dpdk_params *caller, struct mrsync_dpdk **out)
 {
 	if (!out)
 		return fail(EINVAL, "mrsync_dpdk_attach: out is NULL");
 	*out = nullptr;
-	const mrsync_dpdk_params defaults = MRSYNC_DPDK_PARAMS_INIT;
-	if (!p)
-		p = &defaults;
-	if (p->struct_size != sizeof(*p))
-		return fail(EINVAL, "mrsync_dpdk_attach: params->struct_size is " +
-					    std::to_string(p->struct_size) +
-					    ": initialise with MRSYNC_DPDK_PARAMS_INIT");
+	mrsync_dpdk_params given = MRSYNC_DPDK_PARAMS_INIT;
+	if (caller) {
+		if (const char *why = mrsync::detail::copy_in(
+			    caller, caller->struct_size, offsetof(mrsync_dpdk_params, driver), given))
+			return fail(EINVAL, "mrsync_dpdk_attach: params->struct_size is " +
+						    std::to_string(caller->struct_size) + ": " + why +
+						    " (initialise with MRSYNC_DPDK_PARAMS_INIT)");
+		given.struct_size = sizeof given;
+	}
+	const mrsync_dpdk_params *p = &given;
 	if (p->reserved)
 		return fail(EINVAL, "mrsync_dpdk_attach: params->reserved must be 0");
 	if (p->extra_sources & MRSYNC_SOURCE_DPDK)
@@ -285,12 +290,16 @@ int mrsync_dpdk_register_mempool(struct mrsync_dpdk *md, struct rte_mempool *mp)
 	return int(found.size());
 }
 
-int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *out)
+int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *caller,
+			  size_t out_size)
 {
-	if (!md || !out)
+	if (!md || !caller || out_size < sizeof(std::uint64_t))
 		return fail(EINVAL, !md ? "mrsync_dpdk_get_stats: md is NULL"
-					: "mrsync_dpdk_get_stats: out is NULL");
-	*out = {};
+				    : !caller ? "mrsync_dpdk_get_stats: out is NULL"
+					      : "mrsync_dpdk_get_stats: out_size is below 8: pass "
+						"sizeof(struct mrsync_dpdk_stats)");
+	mrsync_dpdk_stats s{};
+	mrsync_dpdk_stats *out = &s;
 	for (unsigned i = 0; i < RTE_MAX_LCORE; ++i) {
 		/* racy reads of lcore-private counters: monotonic, good enough */
 		const mrsync_dpdk_lcore &c = md->lcores[i];
@@ -307,7 +316,8 @@ int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *out)
 	out->freed_bytes = ev.freed_bytes.load(std::memory_order_relaxed);
 	out->hinted_runs = md->hinted_runs.load(std::memory_order_relaxed);
 	out->memory_static = md->memory_static;
-	return mrsync_get_stats(md->ctx, &out->core);
+	mrsync::detail::copy_out(s, caller, out_size);
+	return 0;
 }
 
 const char *mrsync_dpdk_last_error(void)
@@ -315,9 +325,24 @@ const char *mrsync_dpdk_last_error(void)
 	return last_error.c_str();
 }
 
-int mrsync_dpdk_fail_core(int rc, const char *what)
+} // extern "C"
+
+int mrsync_dpdk_fail(int code, const char *message) noexcept
 {
-	return fail_core(rc, what);
+	try {
+		return fail(code, message);
+	} catch (const std::bad_alloc &) {
+		last_error.clear(); /* the code still says what failed */
+		return -code;
+	}
 }
 
-} // extern "C"
+int mrsync_dpdk_fail_core(int rc, const char *what) noexcept
+{
+	try {
+		return fail_core(rc, what);
+	} catch (const std::bad_alloc &) {
+		last_error.clear();
+		return rc;
+	}
+}

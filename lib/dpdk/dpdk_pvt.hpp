@@ -49,8 +49,11 @@ void set_eal_attached(bool attached) noexcept;
 
 } // namespace mrsync::dpdk
 
+/* The error channel (mrsync_dpdk.h, "Errors"): keeps the message for
+ * mrsync_dpdk_last_error() and returns -code. */
+int mrsync_dpdk_fail(int code, const char *message) noexcept;
 /* Records a failed core call (rc < 0) for mrsync_dpdk_last_error(); returns rc. */
-extern "C" int mrsync_dpdk_fail_core(int rc, const char *what);
+int mrsync_dpdk_fail_core(int rc, const char *what) noexcept;
 
 namespace mrsync::dpdk {
 

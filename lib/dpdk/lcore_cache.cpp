@@ -3,7 +3,6 @@
  * mrsync_dpdk.h). An lcore's cache is written by that lcore only. */
 #include <cerrno>
 
-#include <rte_errno.h>
 #include <rte_lcore.h>
 
 #include "dpdk_pvt.hpp"
@@ -33,7 +32,9 @@ struct mrsync_dpdk_lcore *mrsync_dpdk_lcore_cache(struct mrsync_dpdk *md)
 {
 	const unsigned id = rte_lcore_id();
 	if (!md || id >= RTE_MAX_LCORE) {
-		rte_errno = EINVAL;
+		(void)mrsync_dpdk_fail(EINVAL, !md ? "mrsync_dpdk_lcore_cache: md is NULL"
+						   : "mrsync_dpdk_lcore_cache: not an EAL thread "
+						     "(rte_thread_register() it first)");
 		return nullptr;
 	}
 	return &md->lcores[id];

@@ -24,7 +24,9 @@ int stats_cmd(const char *, const char *, struct rte_tel_data *d)
 	if (!current)
 		return -ENODEV;
 	mrsync_dpdk_stats s;
-	if (mrsync_dpdk_get_stats(current, &s) < 0)
+	mrsync_stats core;
+	if (mrsync_dpdk_get_stats(current, &s, sizeof s) < 0 ||
+	    mrsync_get_stats(mrsync_dpdk_ctx(current), &core, sizeof core) < 0)
 		return -EINVAL;
 	rte_tel_data_start_dict(d);
 	const struct {
@@ -40,23 +42,23 @@ int stats_cmd(const char *, const char *, struct rte_tel_data *d)
 		{"freed_bytes", s.freed_bytes},
 		{"hinted_runs", s.hinted_runs},
 		{"memory_static", s.memory_static},
-		{"hits", s.core.hits},
-		{"misses", s.core.misses},
-		{"resyncs", s.core.resyncs},
-		{"full_resyncs", s.core.full_resyncs},
-		{"events", s.core.events},
-		{"entries_repinned", s.core.entries_repinned},
-		{"bytes_repinned", s.core.bytes_repinned},
-		{"entries_invalidated", s.core.entries_invalidated},
-		{"regions", s.core.regions},
-		{"registered_bytes", s.core.registered_bytes},
-		{"pinned_bytes", s.core.pinned_bytes},
-		{"stale_pinned_bytes", s.core.stale_pinned_bytes},
-		{"invalid_bytes", s.core.invalid_bytes},
-		{"registrations", s.core.registrations},
-		{"evictions", s.core.evictions},
-		{"compactions", s.core.compactions},
-		{"key_changes", s.core.key_changes},
+		{"hits", core.hits},
+		{"misses", core.misses},
+		{"resyncs", core.resyncs},
+		{"full_resyncs", core.full_resyncs},
+		{"events", core.events},
+		{"entries_repinned", core.entries_repinned},
+		{"bytes_repinned", core.bytes_repinned},
+		{"entries_invalidated", core.entries_invalidated},
+		{"regions", core.regions},
+		{"registered_bytes", core.registered_bytes},
+		{"pinned_bytes", core.pinned_bytes},
+		{"stale_pinned_bytes", core.stale_pinned_bytes},
+		{"invalid_bytes", core.invalid_bytes},
+		{"registrations", core.registrations},
+		{"evictions", core.evictions},
+		{"compactions", core.compactions},
+		{"key_changes", core.key_changes},
 	};
 	for (const auto &row : rows)
 		rte_tel_data_add_dict_u64(d, row.name, row.value);

@@ -38,10 +38,15 @@ public:
 	mrsync_ctx *ctx() const { return mrsync_dpdk_ctx(md_); }
 	mrsync_dpdk_lcore *lcore() const { return mrsync_dpdk_lcore_cache(md_); }
 	uring::Hca &hca() const { return dynamic_cast<uring::Hca &>(driver_of(ctx())); }
-	mrsync_dpdk_stats stats() const
+	/** The DPDK layer's counters and the cache's own (`core`). */
+	struct Stats : mrsync_dpdk_stats {
+		mrsync_stats core;
+	};
+	Stats stats() const
 	{
-		mrsync_dpdk_stats s{};
-		EXPECT_EQ(mrsync_dpdk_get_stats(md_, &s), 0);
+		Stats s{};
+		EXPECT_EQ(mrsync_dpdk_get_stats(md_, &s, sizeof(mrsync_dpdk_stats)), 0);
+		EXPECT_EQ(mrsync_get_stats(ctx(), &s.core, sizeof s.core), 0);
 		return s;
 	}
 

@@ -213,7 +213,7 @@ void Model::check_state(mrsync_ctx *ctx)
 		     "mrsync_generation() %" PRIu64, n_words, sum, gen);
 
 	mrsync_stats s{};
-	if (int rc = mrsync_get_stats(ctx, &s); rc != 0)
+	if (int rc = mrsync_get_stats(ctx, &s, sizeof s); rc != 0)
 		fail("mrsync_get_stats returned %d", rc);
 	/* Counters of events never go back. */
 	const std::uint64_t mrsync_stats::*const counters[] = {

@@ -229,11 +229,11 @@ void Run::hint(Input &in)
 	/* mrsync.h, mrsync_hint: later gets anywhere inside it hit, but for
 	 * pages that changed and no get has pinned since (Model::ever_changed). */
 	mrsync_stats before{}, after{};
-	mrsync_get_stats(ctx_, &before);
+	mrsync_get_stats(ctx_, &before, sizeof before);
 	mrsync_reg reg{};
 	const std::uint64_t at = r.addr + (r.len - 1) / 2;
 	const int got = mrsync_get(ctx_, reinterpret_cast<const void *>(at), 1, access, &reg);
-	mrsync_get_stats(ctx_, &after);
+	mrsync_get_stats(ctx_, &after, sizeof after);
 	/* A full resync (ring overflow) changed every page as far as the cache
 	 * knows. */
 	const bool changed = model_.ever_changed(at) || after.full_resyncs != 0;
@@ -380,7 +380,7 @@ void Run::bad_args(Input &in)
 		model_.check_einval("mrsync_put(foreign region)", mrsync_put(ctx_, &bogus));
 		model_.check_einval("mrsync_get(out NULL)", mrsync_get(ctx_, addr, r.len, 0, nullptr));
 		model_.check_einval("mrsync_get(ctx NULL)", mrsync_get(nullptr, addr, r.len, 0, &reg));
-		model_.check_einval("mrsync_get_stats(out NULL)", mrsync_get_stats(ctx_, nullptr));
+		model_.check_einval("mrsync_get_stats(out NULL)", mrsync_get_stats(ctx_, nullptr, sizeof(mrsync_stats)));
 		model_.check_einval("mrsync_resync(NULL)", mrsync_resync(nullptr));
 		model_.check_einval("mrsync_compact(NULL)", mrsync_compact(nullptr));
 		break;

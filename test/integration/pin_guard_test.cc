@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <string>
 
+#include <mrsync/testing.h> /* MRSYNC_CTX_F_TEST_UNGUARDED_PINS */
+
 #include "support/soft_hca.hpp"
 
 namespace mrsync::test {

@@ -30,6 +30,8 @@
 #include <ostream>
 #include <string>
 
+#include <mrsync/testing.h> /* MRSYNC_CTX_F_TEST_UNGUARDED_PINS */
+
 #include "support/soft_hca.hpp"
 
 namespace mrsync::test::stale {

@@ -20,6 +20,7 @@
 #include <string>
 
 #include <mrsync/mrsync.hpp>
+#include <mrsync/testing.h> /* MRSYNC_CTX_F_TEST_UNGUARDED_PINS */
 
 #include "churn_workload.hpp"
 #include "cli_source.hpp"

@@ -84,7 +84,7 @@ TEST_P(VerbsSources, MrsyncDeliversTheWriteAfterMapFixed)
 	EXPECT_TRUE(write_through(ctx, buf.base, 4 * kPage, 3));
 	EXPECT_GE(ctx.stats().resyncs, 1u);
 	mrsync_verbs_stats vs{};
-	ASSERT_EQ(mrsync_verbs_get_stats(ctx.c_handle(), &vs), 0);
+	ASSERT_EQ(mrsync_verbs_get_stats(ctx.c_handle(), &vs, sizeof vs), 0);
 	EXPECT_EQ(vs.can_rereg, 0u) << "rxe on 6.1 has no rereg; did that change?";
 	EXPECT_GE(vs.reg_dereg, 1u);
 	EXPECT_EQ(vs.retired_mrs, 0u) << "the quiesce callback should have released them";
@@ -166,10 +166,10 @@ TEST_F(Verbs, WithoutQuiesceRetiredMrsWaitForTheApplicationsWord)
 	buf.remap(1);
 	ASSERT_TRUE(write_through(ctx, buf.base, buf.len, 2));
 	mrsync_verbs_stats vs{};
-	ASSERT_EQ(mrsync_verbs_get_stats(ctx.c_handle(), &vs), 0);
+	ASSERT_EQ(mrsync_verbs_get_stats(ctx.c_handle(), &vs, sizeof vs), 0);
 	EXPECT_GE(vs.retired_mrs, 1u) << "replaced MRs must wait without a quiesce callback";
 	EXPECT_EQ(mrsync_verbs_quiesced(ctx.c_handle()), int(vs.retired_mrs));
-	ASSERT_EQ(mrsync_verbs_get_stats(ctx.c_handle(), &vs), 0);
+	ASSERT_EQ(mrsync_verbs_get_stats(ctx.c_handle(), &vs, sizeof vs), 0);
 	EXPECT_EQ(vs.retired_mrs, 0u);
 }
 

@@ -16,6 +16,7 @@
 #include <mutex>
 
 #include <mrsync/mrsync.hpp>
+#include <mrsync/testing.h> /* MRSYNC_CTX_F_TEST_UNGUARDED_PINS */
 #include <mrsync/verbs.h>
 
 #include "churn_workload.hpp"

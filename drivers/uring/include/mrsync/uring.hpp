@@ -42,6 +42,9 @@
 #include <mrsync/driver.hpp>
 #include <mrsync/result.hpp>
 
+/* Exported from libmrsync (lib/libmrsync.map says which symbols). */
+#pragma GCC visibility push(default)
+
 namespace mrsync::uring {
 
 /** Smallest rewritable translation entry: one page. */
@@ -259,5 +262,6 @@ private:
 };
 
 } // namespace mrsync::uring
+#pragma GCC visibility pop
 
 #endif

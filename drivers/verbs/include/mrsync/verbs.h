@@ -27,10 +27,14 @@
  *    or misdirected work request.
  * Either way, work posted *after* a resync must use the keys mrsync_get()
  * returns then: an old key either fails (quiesced) or reaches old pages.
+ *
+ * Errors and struct sizes as in mrsync.h: -errno and mrsync_last_error();
+ * struct_size and out_size may be an older header's.
  */
 #ifndef MRSYNC_VERBS_H
 #define MRSYNC_VERBS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <mrsync/mrsync.h>
@@ -38,6 +42,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default)
 
 struct ibv_pd;
 
@@ -54,8 +59,8 @@ struct mrsync_verbs_params {
 #define MRSYNC_VERBS_PARAMS_INIT {.struct_size = sizeof(struct mrsync_verbs_params)}
 
 /** The application's word that every work request it posted before this
- *  call has completed: retired MRs are deregistered now.
- *  @return how many were, -EINVAL (not a verbs context). */
+ *  call has completed: retired MRs are deregistered now. Any thread.
+ *  @return how many were, -EINVAL (ctx NULL or not a verbs context). */
 int mrsync_verbs_quiesced(struct mrsync_ctx *ctx);
 
 struct mrsync_verbs_stats {
@@ -69,9 +74,14 @@ struct mrsync_verbs_stats {
 	uint32_t reserved;
 };
 
-/** @return 0 or -EINVAL (not a verbs context, out NULL). */
-int mrsync_verbs_get_stats(struct mrsync_ctx *ctx, struct mrsync_verbs_stats *out);
+/** Copies the driver's counters into out_size bytes of *out (as
+ *  mrsync_get_stats()). Any thread.
+ *  @return 0 or -EINVAL (ctx NULL or not a verbs context, out NULL,
+ *          out_size below 8). */
+int mrsync_verbs_get_stats(struct mrsync_ctx *ctx, struct mrsync_verbs_stats *out,
+			   size_t out_size);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

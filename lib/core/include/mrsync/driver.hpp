@@ -24,6 +24,9 @@
 
 #include <mrsync/result.hpp>
 
+/* Exported from libmrsync (lib/libmrsync.map says which symbols). */
+#pragma GCC visibility push(default)
+
 namespace mrsync {
 
 /** Names one pinned unit inside a driver. */
@@ -120,6 +123,7 @@ void register_driver(const DriverFactory &factory);
 const DriverFactory *find_driver(std::string_view name);
 
 } // namespace mrsync
+#pragma GCC visibility pop
 
 #define MRSYNC_REGISTER_DRIVER(factory)                                                 \
 	namespace {                                                                     \

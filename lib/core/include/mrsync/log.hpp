@@ -11,6 +11,9 @@
 #ifndef MRSYNC_LOG_HPP
 #define MRSYNC_LOG_HPP
 
+/* Exported from libmrsync (lib/libmrsync.map says which symbols). */
+#pragma GCC visibility push(default)
+
 namespace mrsync {
 
 /** The values of enum mrsync_log_level (mrsync.h), which sinks receive. */
@@ -25,6 +28,7 @@ void log_line(LogLevel level, const char *component, const char *func, const cha
 	__attribute__((format(printf, 4, 5)));
 
 } // namespace mrsync
+#pragma GCC visibility pop
 
 #define MRSYNC_LOG(level, component, ...)                                                 \
 	do {                                                                              \

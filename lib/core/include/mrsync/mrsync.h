@@ -3,9 +3,27 @@
  * @file
  * mrsync C ABI: a registration cache that never hands out a stale translation.
  *
- * Every call returns 0 (or a count) on success and a negative errno on
- * failure; mrsync_last_error() then gives a message naming the argument.
- * Unless said otherwise, calls are thread-safe.
+ * Errors: every call of libmrsync (this header, mrsync/verbs.h) returns 0
+ * (or a count) on success and a negative errno on failure;
+ * mrsync_last_error() then gives a message naming the argument. errno is
+ * not set. Unless said otherwise, calls are thread-safe.
+ *
+ * Structs and their sizes: a struct with a struct_size field (params), or a
+ * call with a size argument (stats), may come from a program built against
+ * an older or newer version of this header. New fields are only ever added
+ * at the end.
+ *  - Input (params): a smaller struct (an older header) is accepted, the
+ *    fields it lacks read as 0, which is every field's default; a larger one
+ *    is accepted if the bytes this library does not know are 0. A size below
+ *    8 (struct_size and the field after it), or unknown bytes set, give
+ *    -EINVAL naming the argument.
+ *  - Output (stats): the library writes min(size, its own) bytes, never past
+ *    `size`, and zeros where the caller's struct is longer than its own.
+ *
+ * ABI: libmrsync.so.0 (SONAME), symbols versioned MRSYNC_0.x. 0.x releases
+ * may change the API; the SONAME and the symbol versions say when the ABI
+ * changed. 0.2 changed mrsync_get_stats() (the size argument); programs
+ * built against 0.1 keep the old call (mrsync_get_stats@MRSYNC_0.1).
  */
 #ifndef MRSYNC_H
 #define MRSYNC_H
@@ -16,6 +34,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default)
 
 /** A registration cache bound to one driver and its event sources. */
 struct mrsync_ctx;
@@ -64,16 +83,13 @@ enum mrsync_ctx_flags {
 	/** TEST ONLY: the hit path ignores generations, turning mrsync into a
 	 *  naive address-keyed cache. Exists so tests can prove they fail. */
 	MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK = 1u << 0,
-	/** TEST ONLY: pins without the guards that keep a pin current: no wait
-	 *  for a change in progress before pinning, hints and gets re-pin every
-	 *  invalid entry of the registrations they touch, and event sources
-	 *  accept memory whose changes they cannot see. Exists so the tests of
-	 *  those guards can prove they fail without them. */
-	MRSYNC_CTX_F_TEST_UNGUARDED_PINS = 1u << 1,
+	/* 1u << 1 is taken by a test-only flag that libmrsync.so refuses
+	 * (mrsync/testing.h in the source tree, not installed). */
 };
 
 struct mrsync_params {
-	uint32_t struct_size;           /**< sizeof(struct mrsync_params) */
+	uint32_t struct_size;           /**< sizeof(struct mrsync_params), see "Structs and
+					     their sizes" */
 	uint32_t sources;               /**< MRSYNC_SOURCE_* mask; 0 = automatic */
 	const char *driver;             /**< driver name; NULL = "uring" */
 	uint64_t entry_size;            /**< translation entry size: a power of two >= the
@@ -221,8 +237,14 @@ int mrsync_resync(struct mrsync_ctx *ctx);
  *  @return the number of backings compacted, or -errno. */
 int mrsync_compact(struct mrsync_ctx *ctx);
 
-/** Fills *out. @return 0 or -EINVAL. */
-int mrsync_get_stats(struct mrsync_ctx *ctx, struct mrsync_stats *out);
+/**
+ * Copies the counters into *out, out_size bytes of it (see "Structs and
+ * their sizes"). Thread-safe; takes the context lock briefly.
+ * @param out_size sizeof(struct mrsync_stats) as the caller was built.
+ * @return 0, or -EINVAL (ctx or out NULL, out_size below 8; the message names
+ *         the argument).
+ */
+int mrsync_get_stats(struct mrsync_ctx *ctx, struct mrsync_stats *out, size_t out_size);
 
 /** The message of this thread's last failed call ("" if none). */
 const char *mrsync_last_error(void);
@@ -269,6 +291,7 @@ int mrsync_set_log_sink(mrsync_log_fn fn, void *arg);
  *  either pointer may be NULL. Thread-safe. */
 void mrsync_get_log_sink(mrsync_log_fn *fn, void **arg);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -3,27 +3,46 @@
  * @file
  * mrsync C++ API: RAII over the C ABI of mrsync.h. A Context owns the cache;
  * a Registration owns one hold and releases it when destroyed.
+ *
+ * C++17 is enough for this header (the driver API of driver.hpp and
+ * uring.hpp needs C++20). Errors as Result<T> (result.hpp) carrying the
+ * errno and the message of mrsync_last_error().
  */
 #ifndef MRSYNC_HPP
 #define MRSYNC_HPP
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <utility>
 
-#include <mrsync/driver.hpp>
 #include <mrsync/mrsync.h>
 #include <mrsync/result.hpp>
 
+/* Exported from libmrsync (lib/libmrsync.map says which symbols). */
+#pragma GCC visibility push(default)
 namespace mrsync {
 
+/** The driver interface (mrsync/driver.hpp, C++20). */
+class Driver;
+
 /** The C context's driver (for driver-specific calls such as the uring
- *  HCA's DMA API). Thread-safe; valid while the context lives. */
+ *  HCA's DMA API: include mrsync/uring.hpp and dynamic_cast). Thread-safe;
+ *  valid while the context lives. */
 Driver &driver_of(mrsync_ctx *ctx);
 
 namespace detail {
-inline Error last_error(int rc)
+/** The Error of a failed C call: never throws (Context::get() is noexcept),
+ *  an allocation failure only loses the message. */
+inline Error last_error(int rc) noexcept
 {
-	return Error{-rc, mrsync_last_error()};
+	Error e;
+	e.code = -rc;
+	try {
+		e.message = mrsync_last_error();
+	} catch (const std::bad_alloc &) {
+	}
+	return e;
 }
 } // namespace detail
 
@@ -68,7 +87,16 @@ private:
 /** Owns a mrsync_ctx. Thread safety as in mrsync.h. */
 class Context {
 public:
-	static Result<Context> create(const mrsync_params &params = MRSYNC_PARAMS_INIT)
+	/** mrsync_params with every field at its default (MRSYNC_PARAMS_INIT). */
+	static mrsync_params default_params() noexcept
+	{
+		mrsync_params p{};
+		p.struct_size = sizeof p;
+		return p;
+	}
+
+	/** See mrsync_ctx_create(). */
+	static Result<Context> create(const mrsync_params &params = default_params())
 	{
 		mrsync_ctx *ctx = nullptr;
 		if (int rc = mrsync_ctx_create(&params, &ctx); rc < 0)
@@ -89,12 +117,13 @@ public:
 	Context &operator=(const Context &) = delete;
 	~Context() { mrsync_ctx_destroy(&ctx_); }
 
-	/** See mrsync_get(). */
+	/** See mrsync_get(). Never throws: mrsync_get() does not, and a failure
+	 *  whose message cannot be copied keeps its errno (detail::last_error). */
 	Result<Registration> get(const void *addr, std::size_t len,
 				 std::uint32_t access = MRSYNC_ACCESS_ALL) noexcept
 	{
 		mrsync_reg reg;
-		if (int rc = mrsync_get(ctx_, addr, len, access, &reg); rc < 0) [[unlikely]]
+		if (int rc = mrsync_get(ctx_, addr, len, access, &reg); rc < 0)
 			return detail::last_error(rc);
 		return Registration(ctx_, reg);
 	}
@@ -119,17 +148,19 @@ public:
 			return detail::last_error(rc);
 		return rc;
 	}
-	mrsync_stats stats() const
+	/** See mrsync_get_stats(). */
+	mrsync_stats stats() const noexcept
 	{
 		mrsync_stats s{};
-		mrsync_get_stats(ctx_, &s);
+		mrsync_get_stats(ctx_, &s, sizeof s);
 		return s;
 	}
+	/** See driver_of(). */
 	Driver &driver() const { return driver_of(ctx_); }
 	mrsync_ctx *c_handle() const noexcept { return ctx_; }
 
 private:
-	explicit Context(mrsync_ctx *ctx) : ctx_(ctx) {}
+	explicit Context(mrsync_ctx *ctx) noexcept : ctx_(ctx) {}
 	static Status check(int rc)
 	{
 		if (rc < 0)
@@ -140,5 +171,6 @@ private:
 };
 
 } // namespace mrsync
+#pragma GCC visibility pop
 
 #endif

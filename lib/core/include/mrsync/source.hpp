@@ -30,6 +30,9 @@
 
 #include <mrsync/result.hpp>
 
+/* Exported from libmrsync (lib/libmrsync.map says which symbols). */
+#pragma GCC visibility push(default)
+
 namespace mrsync {
 
 /** A half-open virtual address range [start, end). */
@@ -131,6 +134,7 @@ void register_source(const SourceFactory &factory);
 const SourceFactory *find_source(std::uint32_t kind);
 
 } // namespace mrsync
+#pragma GCC visibility pop
 
 #define MRSYNC_REGISTER_SOURCE(factory)                                                 \
 	namespace {                                                                     \

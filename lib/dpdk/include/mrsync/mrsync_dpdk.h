@@ -19,6 +19,15 @@
  * Thread safety: attach/detach/register_mempool from the main lcore (or any
  * control thread); lookups on EAL threads, each with its own cache;
  * stats from anywhere.
+ *
+ * Errors: calls return 0 (or a count) or a negative errno, and calls that
+ * return a pointer return NULL; either way mrsync_dpdk_last_error() gives a
+ * message naming the argument (a failed core call's message included).
+ * Neither errno nor rte_errno is set.
+ *
+ * Struct sizes follow mrsync.h ("Structs and their sizes"): params and stats
+ * from an older or newer header are accepted. ABI: libmrsync_dpdk.so.0,
+ * symbols versioned MRSYNC_DPDK_0.x.
  */
 #ifndef MRSYNC_DPDK_H
 #define MRSYNC_DPDK_H
@@ -35,12 +44,13 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default)
 
 struct rte_mempool;
 struct mrsync_dpdk;
 
 struct mrsync_dpdk_params {
-	uint32_t struct_size;     /**< sizeof(struct mrsync_dpdk_params) */
+	uint32_t struct_size;     /**< sizeof(struct mrsync_dpdk_params), see mrsync.h */
 	uint32_t extra_sources;   /**< MRSYNC_SOURCE_* for memory the EAL does not own (external
 				       buffers); 0 = the kernel module when /dev/mrsync exists, else
 				       userfaultfd */
@@ -121,8 +131,9 @@ int mrsync_dpdk_register_mempool(struct mrsync_dpdk *md, struct rte_mempool *mp)
 
 /**
  * The calling EAL thread's cache.
- * @return it, or NULL with rte_errno = EINVAL for a thread that is not an
- *         EAL thread (register it with rte_thread_register() first).
+ * @return it, or NULL (md NULL, or a thread that is not an EAL thread:
+ *         register it with rte_thread_register() first), with the reason in
+ *         mrsync_dpdk_last_error().
  */
 struct mrsync_dpdk_lcore *mrsync_dpdk_lcore_cache(struct mrsync_dpdk *md);
 
@@ -239,16 +250,25 @@ struct mrsync_dpdk_stats {
 	uint64_t freed_bytes;       /**< bytes the FREE events covered */
 	uint64_t hinted_runs;       /**< hugepage runs / pool chunks registered */
 	uint64_t memory_static;     /**< 1: the EAL gives no memory events */
-	struct mrsync_stats core;   /**< the cache's own counters */
+	/* 0.1 had `struct mrsync_stats core` here: one struct cannot grow at
+	 * two places. The cache's own counters: mrsync_get_stats() on
+	 * mrsync_dpdk_ctx(md). */
 };
 
 /** The message of this thread's last failed mrsync_dpdk_* call, naming the
  *  argument (core failures included); "" if none. */
 const char *mrsync_dpdk_last_error(void);
 
-/** Fills *out. @return 0 or -EINVAL. */
-int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *out);
+/**
+ * Copies the DPDK layer's counters into out_size bytes of *out (as
+ * mrsync_get_stats()). The cache's own: mrsync_get_stats(mrsync_dpdk_ctx(md)).
+ * Any thread; lcore counters are read without a lock.
+ * @return 0 or -EINVAL (md or out NULL, out_size below 8).
+ */
+int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *out,
+			  size_t out_size);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -38,6 +38,9 @@
 
 #include <mrsync/source.hpp>
 
+/* Exported from libmrsync (lib/libmrsync.map says which symbols). */
+#pragma GCC visibility push(default)
+
 namespace mrsync {
 
 /** Ring size used when a SourceConfig asks for 0 entries. */
@@ -172,5 +175,6 @@ private:
 };
 
 } // namespace mrsync
+#pragma GCC visibility pop
 
 #endif

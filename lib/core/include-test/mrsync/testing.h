@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * TEST ONLY, never installed: flags that switch off the guards of the cache,
+ * so the tests of those guards can prove they fail without them.
+ *
+ * The entry point is the link: a program linked with the internal test
+ * library (meson: mrsync_internal_dep, which links lib/core/testing.cpp)
+ * may pass these flags to mrsync_ctx_create(); libmrsync.so, which users
+ * link, refuses them with -EINVAL naming params->flags.
+ */
+#ifndef MRSYNC_TESTING_H
+#define MRSYNC_TESTING_H
+
+#include <mrsync/mrsync.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** TEST ONLY: pins without the guards that keep a pin current: no wait for
+ *  a change in progress before pinning, hints and gets re-pin every invalid
+ *  entry of the registrations they touch, and event sources accept memory
+ *  whose changes they cannot see. */
+#define MRSYNC_CTX_F_TEST_UNGUARDED_PINS (1u << 1)
+
+/** Every test-only flag (mrsync_params.flags). */
+#define MRSYNC_CTX_F_TEST_ONLY_MASK MRSYNC_CTX_F_TEST_UNGUARDED_PINS
+
+/** Whether this process may pass MRSYNC_CTX_F_TEST_ONLY_MASK flags: true
+ *  once lib/core/testing.cpp is linked in. */
+int mrsync_test_flags_enabled(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
