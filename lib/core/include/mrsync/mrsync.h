@@ -165,7 +165,9 @@ void mrsync_ctx_destroy(struct mrsync_ctx **ctx);
  *         of the context can see every change of that memory, e.g. a shared
  *         mapping with the userfaultfd source: the message names it),
  *         -EBUSY (userfaultfd source: another userfaultfd -- another context
- *         or library -- already watches that memory), -ENOMEM
+ *         or library -- already watches that memory), -EAGAIN
+ *         (userfaultfd source: the range kept being replaced, faster than
+ *         it could be armed and proven armed; try again), -ENOMEM
  *         (RLIMIT_MEMLOCK), -ENOSPC (limits reached and every registration
  *         in use).
  */
