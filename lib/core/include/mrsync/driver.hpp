@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 
+#include <mrsync/registry.hpp>
 #include <mrsync/result.hpp>
 
 namespace mrsync {
@@ -114,17 +115,22 @@ struct DriverFactory {
 	Result<std::unique_ptr<Driver>> (*create)(const DriverConfig &config);
 };
 
-/** Adds a driver kind to the registry (called from static initialisers). */
-void register_driver(const DriverFactory &factory);
+extern template class Registry<DriverFactory>;
+
+/** Adds a driver kind to the registry (MRSYNC_REGISTER_DRIVER calls it). */
+inline void register_driver(const DriverFactory &factory)
+{
+	Registry<DriverFactory>::add(factory);
+}
 /** The registered kind called `name`, or nullptr. */
-const DriverFactory *find_driver(std::string_view name);
+inline const DriverFactory *find_driver(std::string_view name)
+{
+	return Registry<DriverFactory>::find(
+		[name](const DriverFactory &factory) { return name == factory.name; });
+}
 
 } // namespace mrsync
 
-#define MRSYNC_REGISTER_DRIVER(factory)                                                 \
-	namespace {                                                                     \
-	[[maybe_unused]] const bool mrsync_driver_registered_ =                         \
-		(::mrsync::register_driver(factory), true);                             \
-	}
+#define MRSYNC_REGISTER_DRIVER(factory) MRSYNC_REGISTER_FACTORY(factory)
 
 #endif
