@@ -117,16 +117,10 @@ struct DriverFactory {
 
 extern template class Registry<DriverFactory>;
 
-/** Adds a driver kind to the registry (MRSYNC_REGISTER_DRIVER calls it). */
-inline void register_driver(const DriverFactory &factory)
-{
-	Registry<DriverFactory>::add(factory);
-}
 /** The registered kind called `name`, or nullptr. */
 inline const DriverFactory *find_driver(std::string_view name)
 {
-	return Registry<DriverFactory>::find(
-		[name](const DriverFactory &factory) { return name == factory.name; });
+	return Registry<DriverFactory>::named(name);
 }
 
 } // namespace mrsync

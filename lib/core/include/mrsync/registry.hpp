@@ -14,6 +14,7 @@
 #ifndef MRSYNC_REGISTRY_HPP
 #define MRSYNC_REGISTRY_HPP
 
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -36,6 +37,12 @@ public:
 			if (match(factory))
 				return &factory;
 		return nullptr;
+	}
+
+	/** @return the kind called `name`, or nullptr. Thread safety: as find(). */
+	static const Factory *named(std::string_view name)
+	{
+		return find([name](const Factory &factory) { return name == factory.name; });
 	}
 
 private:

@@ -153,11 +153,6 @@ struct SourceFactory {
 
 extern template class Registry<SourceFactory>;
 
-/** Adds a source kind to the registry (MRSYNC_REGISTER_SOURCE calls it). */
-inline void register_source(const SourceFactory &factory)
-{
-	Registry<SourceFactory>::add(factory);
-}
 /** The registered kind for one MRSYNC_SOURCE_* bit, or nullptr. */
 inline const SourceFactory *find_source(std::uint32_t kind)
 {
