@@ -18,7 +18,7 @@ namespace mrsync::uring {
 
 namespace {
 
-using detail::strf;
+using detail::fmt;
 
 constexpr std::uint32_t kWriteAccess = MRSYNC_ACCESS_LOCAL_WRITE | MRSYNC_ACCESS_REMOTE_WRITE;
 constexpr unsigned kWireFile = 0; /* fixed-file index of the staging memfd */
@@ -67,9 +67,9 @@ Status Hca::Impl::submit(bool to_memory, std::uint32_t key, std::uint64_t va, st
 	if (abandoned)
 		return make_error(ESHUTDOWN, "uring DMA: the HCA was abandoned (fork child)");
 	if (len == 0)
-		return make_error(EINVAL, strf("uring DMA at %#" PRIx64 ": zero length", va));
+		return make_error(EINVAL, fmt("uring DMA at %#" PRIx64 ": zero length", va));
 	if (len > kMaxRequestBytes)
-		return make_error(EMSGSIZE, strf("uring DMA at %#" PRIx64 ": %" PRIu64 " bytes exceed "
+		return make_error(EMSGSIZE, fmt("uring DMA at %#" PRIx64 ": %" PRIu64 " bytes exceed "
 						 "the %" PRIu64 "-byte request limit",
 						 va, len, kMaxRequestBytes));
 	auto reserved = reserve(len, user_data);
@@ -106,7 +106,7 @@ Result<std::uint32_t> Hca::Impl::reserve(std::uint64_t len, std::uint64_t user_d
 	{
 		std::lock_guard lock(pool_mu);
 		if (free_reqs.empty())
-			return make_error(EBUSY, strf("uring DMA: all %u requests are in flight or hold "
+			return make_error(EBUSY, fmt("uring DMA: all %u requests are in flight or hold "
 						      "completions not yet collected (poll/wait)",
 						      options.queue_depth));
 		idx = free_reqs.back();
@@ -220,8 +220,8 @@ void Hca::Impl::flush_sq()
 			std::this_thread::yield();
 			continue;
 		}
-		detail::log_error("io_uring_submit: %s; %u SQEs stay queued for the next submit",
-				  std::strerror(-rc), io_uring_sq_ready(ring.get()));
+		MRSYNC_LOG(error, "uring", "io_uring_submit: %s; %u SQEs stay queued for the next submit",
+				  detail::errno_text(-rc).c_str(), io_uring_sq_ready(ring.get()));
 		return;
 	}
 }

@@ -17,7 +17,7 @@ namespace mrsync::uring {
 
 namespace {
 
-using detail::strf;
+using detail::fmt;
 
 /* Checks what pin() and create() share: a non-empty, page-aligned range
  * that does not wrap and is not larger than `max`. */
@@ -34,7 +34,7 @@ Status check_range(const char *op, std::uint64_t va, std::uint64_t len, std::uin
 		bad = "larger than the 1 GiB a registered buffer may hold";
 	if (!bad)
 		return {};
-	return make_error(EINVAL, strf("uring %s [%#" PRIx64 ", +%#" PRIx64 "): %s", op, va, len,
+	return make_error(EINVAL, fmt("uring %s [%#" PRIx64 ", +%#" PRIx64 "): %s", op, va, len,
 				       bad));
 }
 
@@ -43,7 +43,7 @@ std::string memlock_limit()
 	rlimit rl{};
 	if (::getrlimit(RLIMIT_MEMLOCK, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
 		return "unlimited";
-	return strf("%llu KiB", (unsigned long long)rl.rlim_cur / 1024);
+	return fmt("%llu KiB", (unsigned long long)rl.rlim_cur / 1024);
 }
 
 Error pin_error(int err, std::uint64_t va, std::uint64_t len, std::uint64_t pinned)
@@ -52,19 +52,19 @@ Error pin_error(int err, std::uint64_t va, std::uint64_t len, std::uint64_t pinn
 	switch (err) {
 	case EFAULT:
 	case EOPNOTSUPP: /* file-backed memory the kernel will not long-term pin */
-		return make_error(EFAULT, strf("uring pin [%#" PRIx64 ", %#" PRIx64 "): not mapped "
+		return make_error(EFAULT, fmt("uring pin [%#" PRIx64 ", %#" PRIx64 "): not mapped "
 					       "or not pinnable (%s)",
-					       va, end, std::strerror(err)));
+					       va, end, detail::errno_text(err).c_str()));
 	case ENOMEM:
 		return make_error(ENOMEM,
-				  strf("uring pin [%#" PRIx64 ", %#" PRIx64 "): RLIMIT_MEMLOCK reached "
+				  fmt("uring pin [%#" PRIx64 ", %#" PRIx64 "): RLIMIT_MEMLOCK reached "
 				       "(limit %s, %" PRIu64 " bytes already pinned by this HCA); "
 				       "raise it with `ulimit -l`, LimitMEMLOCK= in the systemd unit, "
 				       "or run with CAP_IPC_LOCK",
 				       va, end, memlock_limit().c_str(), pinned));
 	default:
-		return make_error(err, strf("uring pin [%#" PRIx64 ", %#" PRIx64 "): %s", va, end,
-					    std::strerror(err)));
+		return make_error(err, fmt("uring pin [%#" PRIx64 ", %#" PRIx64 "): %s", va, end,
+					    detail::errno_text(err).c_str()));
 	}
 }
 
@@ -114,7 +114,7 @@ Result<BackingId> Hca::pin(std::uint64_t va, std::uint64_t len)
 		/* Slots come back with their release tags: collect those first. */
 		impl_->collect();
 		if (!impl_->take_free_slot(slot, gen))
-			return make_error(ENOSPC, strf("uring pin [%#" PRIx64 ", %#" PRIx64 "): all %u "
+			return make_error(ENOSPC, fmt("uring pin [%#" PRIx64 ", %#" PRIx64 "): all %u "
 						       "slots are pinned or awaiting their release tag",
 						       va, va + len, kMaxBackings));
 	}
@@ -155,7 +155,7 @@ void Hca::unpin(BackingId backing) noexcept
 	{
 		std::lock_guard lock(impl_->backing_mu);
 		if (s.state != detail::SlotState::Pinned || detail::backing_id(slot, s.gen) != backing) {
-			detail::log_error("unpin of backing %#x, which is not pinned", backing);
+			MRSYNC_LOG(error, "uring", "unpin of backing %#x, which is not pinned", backing);
 			return;
 		}
 		s.state = detail::SlotState::Releasing;
@@ -180,8 +180,8 @@ void Hca::unpin(BackingId backing) noexcept
 		return;
 	/* The kernel still holds the buffer: keep it usable rather than leak a
 	 * slot in a state nothing would ever leave. */
-	detail::log_error("emptying slot %u: %s; backing %#x stays pinned", slot,
-			  std::strerror(rc < 0 ? -rc : EIO), backing);
+	MRSYNC_LOG(error, "uring", "emptying slot %u: %s; backing %#x stays pinned", slot,
+			  detail::errno_text(rc < 0 ? -rc : EIO).c_str(), backing);
 	{
 		std::lock_guard lock(impl_->backing_mu);
 		s.state = detail::SlotState::Pinned;
@@ -230,12 +230,12 @@ Status Hca::Impl::check_translation(const detail::Registration &reg,
 	for (std::size_t i = 0; i < extents.size(); ++i) {
 		const Extent &e = extents[i];
 		if (e.offset != expect)
-			return make_error(EINVAL, strf("uring translation: extent %zu starts at %#" PRIx64
+			return make_error(EINVAL, fmt("uring translation: extent %zu starts at %#" PRIx64
 						       ", expected %#" PRIx64 " (extents must be sorted "
 						       "and contiguous)",
 						       i, e.offset, expect));
 		if (e.length == 0 || e.length % kEntryGranularity || e.length > reg.len - expect)
-			return make_error(EINVAL, strf("uring translation: extent %zu has length %#" PRIx64
+			return make_error(EINVAL, fmt("uring translation: extent %zu has length %#" PRIx64
 						       " (a non-zero multiple of 4096 within the "
 						       "%#" PRIx64 "-byte registration)",
 						       i, e.length, reg.len));
@@ -245,18 +245,18 @@ Status Hca::Impl::check_translation(const detail::Registration &reg,
 		const std::uint32_t slot = e.backing & detail::kSlotMask;
 		const auto &s = slots[slot];
 		if (s.state != detail::SlotState::Pinned || detail::backing_id(slot, s.gen) != e.backing)
-			return make_error(EINVAL, strf("uring translation: extent %zu names backing %#x, "
+			return make_error(EINVAL, fmt("uring translation: extent %zu names backing %#x, "
 						       "which is not pinned",
 						       i, e.backing));
 		const std::uint64_t va = reg.va + e.offset;
 		if (va < s.va || va + e.length > s.va + s.len)
-			return make_error(EINVAL, strf("uring translation: extent %zu [%#" PRIx64
+			return make_error(EINVAL, fmt("uring translation: extent %zu [%#" PRIx64
 						       ", %#" PRIx64 ") lies outside backing %#x [%#" PRIx64
 						       ", %#" PRIx64 ")",
 						       i, va, va + e.length, e.backing, s.va, s.va + s.len));
 	}
 	if (expect != reg.len)
-		return make_error(EINVAL, strf("uring translation covers %#" PRIx64 " of %#" PRIx64
+		return make_error(EINVAL, fmt("uring translation covers %#" PRIx64 " of %#" PRIx64
 					       " bytes",
 					       expect, reg.len));
 	return {};
@@ -268,7 +268,7 @@ Result<Keys> Hca::create(std::uint64_t va, std::uint64_t len, std::uint32_t acce
 	if (auto st = check_range("create", va, len, UINT64_MAX); !st)
 		return std::move(st).error();
 	if (access & ~std::uint32_t(MRSYNC_ACCESS_ALL))
-		return make_error(EINVAL, strf("uring create: unknown access bits %#x", access));
+		return make_error(EINVAL, fmt("uring create: unknown access bits %#x", access));
 	std::lock_guard control(impl_->control_mu);
 	detail::Registration reg{va, len, access, {}};
 	if (auto st = impl_->check_translation(reg, translation); !st)
@@ -296,7 +296,7 @@ Result<Keys> Hca::map(Keys keys, std::span<const Extent> translation)
 	 * operations change it, and they hold the control lock. */
 	auto it = impl_->regs.find(keys.lkey);
 	if (it == impl_->regs.end() || keys.rkey != keys.lkey)
-		return make_error(EINVAL, strf("uring map: unknown keys %#x/%#x", keys.lkey, keys.rkey));
+		return make_error(EINVAL, fmt("uring map: unknown keys %#x/%#x", keys.lkey, keys.rkey));
 	if (auto st = impl_->check_translation(it->second, translation); !st)
 		return std::move(st).error();
 	std::vector<Extent> fresh(translation.begin(), translation.end());
@@ -358,7 +358,7 @@ namespace {
 Result<std::unique_ptr<Driver>> create_driver(const DriverConfig &config)
 {
 	if (config.entry_size == 0 || config.entry_size % kEntryGranularity)
-		return make_error(EINVAL, strf("uring: entry_size %llu is not a multiple of 4096",
+		return make_error(EINVAL, fmt("uring: entry_size %llu is not a multiple of 4096",
 					       (unsigned long long)config.entry_size));
 	auto hca = Hca::create();
 	if (!hca)

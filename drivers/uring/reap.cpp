@@ -17,7 +17,7 @@
 namespace mrsync::uring {
 
 using detail::Progress;
-using detail::strf;
+using detail::fmt;
 
 namespace {
 
@@ -40,13 +40,13 @@ Status Hca::Impl::reap_until(detail::PredRef pred, detail::Clock::time_point dea
 		case Progress::Done:
 			return {};
 		case Progress::Never:
-			return make_error(ENOENT, strf("uring: no %s is outstanding", what));
+			return make_error(ENOENT, fmt("uring: no %s is outstanding", what));
 		case Progress::Pending:
 			break;
 		}
 		const auto now = detail::Clock::now();
 		if (now >= deadline)
-			return make_error(ETIMEDOUT, strf("uring: timed out waiting for %s", what));
+			return make_error(ETIMEDOUT, fmt("uring: timed out waiting for %s", what));
 		if (leader) {
 			reap_cv.wait_until(lock, deadline);
 			continue;
@@ -114,7 +114,7 @@ void Hca::Impl::on_dma_cqe(std::uint32_t idx, int res)
 {
 	if (idx >= options.queue_depth ||
 	    reqs[idx].state.load(std::memory_order_acquire) != detail::ReqState::InFlight) {
-		detail::log_error("CQE for request %u, which is not in flight", idx);
+		MRSYNC_LOG(error, "uring", "CQE for request %u, which is not in flight", idx);
 		return;
 	}
 	detail::Request &req = reqs[idx];
@@ -156,7 +156,7 @@ void Hca::Impl::on_release_tag(std::uint64_t tag)
 		std::lock_guard lock(backing_mu);
 		auto &s = slots[slot];
 		if (s.state != detail::SlotState::Releasing || s.gen != gen) {
-			detail::log_error("release tag for slot %u gen %u, which is not releasing", slot,
+			MRSYNC_LOG(error, "uring", "release tag for slot %u gen %u, which is not releasing", slot,
 					  gen);
 			return;
 		}

@@ -7,7 +7,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <utility>
@@ -15,70 +14,6 @@
 namespace mrsync::uring {
 
 namespace detail {
-
-void log_error(const char *fmt, ...) noexcept
-{
-	va_list ap;
-	va_start(ap, fmt);
-	std::fputs("mrsync uring: ", stderr);
-	std::vfprintf(stderr, fmt, ap);
-	std::fputc('\n', stderr);
-	va_end(ap);
-}
-
-std::string strf(const char *fmt, ...)
-{
-	va_list ap, again;
-	va_start(ap, fmt);
-	va_copy(again, ap);
-	int n = std::vsnprintf(nullptr, 0, fmt, ap);
-	va_end(ap);
-	std::string out(n > 0 ? std::size_t(n) : 0, '\0');
-	std::vsnprintf(out.data(), out.size() + 1, fmt, again);
-	va_end(again);
-	return out;
-}
-
-Fd &Fd::operator=(Fd &&o) noexcept
-{
-	if (this != &o) {
-		reset();
-		fd_ = o.release();
-	}
-	return *this;
-}
-
-int Fd::release() noexcept
-{
-	return std::exchange(fd_, -1);
-}
-
-void Fd::reset() noexcept
-{
-	if (fd_ >= 0)
-		::close(release());
-}
-
-Mapping::Mapping(Mapping &&o) noexcept
-	: addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0))
-{
-}
-
-Mapping &Mapping::operator=(Mapping &&o) noexcept
-{
-	if (this != &o) {
-		reset();
-		addr_ = std::exchange(o.addr_, nullptr);
-		len_ = std::exchange(o.len_, 0);
-	}
-	return *this;
-}
-
-void Mapping::reset() noexcept
-{
-	if (addr_)
-		::munmap(std::exchange(addr_, nullptr), std::exchange(len_, 0));
-}
 
 int Ring::init(unsigned entries, io_uring_params &params) noexcept
 {
@@ -157,7 +92,7 @@ std::uint32_t IndexFifo::take(std::uint32_t i) noexcept
 
 namespace {
 
-using detail::strf;
+using detail::fmt;
 
 constexpr unsigned kSqEntries = 1024;
 /* Roomy CQ: tags and multi-SQE requests can outnumber the SQ; overflow is
@@ -171,7 +106,7 @@ Status missing_features(std::uint32_t have)
 	if ((have & kNeededFeatures) == kNeededFeatures)
 		return {};
 	return make_error(EOPNOTSUPP,
-			  strf("io_uring lacks features %#x (NODROP, EXT_ARG, RSRC_TAGS: "
+			  fmt("io_uring lacks features %#x (NODROP, EXT_ARG, RSRC_TAGS: "
 			       "Linux 5.13 or later)",
 			       kNeededFeatures & ~have));
 }
@@ -201,30 +136,30 @@ Status Hca::Impl::open()
 	params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
 	params.cq_entries = kCqEntries;
 	if (int rc = ring.init(kSqEntries, params); rc < 0)
-		return make_error(-rc, strf("io_uring_setup: %s", std::strerror(-rc)));
+		return make_error(-rc, fmt("io_uring_setup: %s", detail::errno_text(-rc).c_str()));
 	if (auto st = missing_features(params.features); !st)
 		return st;
 	if (int rc = io_uring_register_buffers_sparse(ring.get(), kMaxBackings); rc < 0)
-		return make_error(-rc, strf("registering %u sparse buffer slots: %s", kMaxBackings,
-					    std::strerror(-rc)));
+		return make_error(-rc, fmt("registering %u sparse buffer slots: %s", kMaxBackings,
+					    detail::errno_text(-rc).c_str()));
 
-	memfd = detail::Fd(::memfd_create("mrsync-uring-wire", MFD_CLOEXEC));
+	memfd = detail::UniqueFd(::memfd_create("mrsync-uring-wire", MFD_CLOEXEC));
 	if (memfd.get() < 0)
-		return make_error(errno, strf("memfd_create: %s", std::strerror(errno)));
+		return make_error(errno, fmt("memfd_create: %s", detail::errno_text(errno).c_str()));
 	if (::ftruncate(memfd.get(), off_t(options.staging_bytes)) < 0)
-		return make_error(errno, strf("sizing the %llu-byte staging memfd: %s",
+		return make_error(errno, fmt("sizing the %llu-byte staging memfd: %s",
 					      (unsigned long long)options.staging_bytes,
-					      std::strerror(errno)));
+					      detail::errno_text(errno).c_str()));
 	void *addr = ::mmap(nullptr, options.staging_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 			    memfd.get(), 0);
 	if (addr == MAP_FAILED)
-		return make_error(errno, strf("mapping the staging memfd: %s", std::strerror(errno)));
-	staging = detail::Mapping(addr, options.staging_bytes);
+		return make_error(errno, fmt("mapping the staging memfd: %s", detail::errno_text(errno).c_str()));
+	staging = detail::UniqueMmap(addr, options.staging_bytes);
 
 	/* The wire is fixed file 0: no fd lookup per SQE. */
 	const int fd = memfd.get();
 	if (int rc = io_uring_register_files(ring.get(), &fd, 1); rc < 0)
-		return make_error(-rc, strf("registering the staging memfd: %s", std::strerror(-rc)));
+		return make_error(-rc, fmt("registering the staging memfd: %s", detail::errno_text(-rc).c_str()));
 	return {};
 }
 
@@ -249,10 +184,10 @@ Hca::Impl::~Impl()
 Result<std::unique_ptr<Hca>> Hca::create(const HcaOptions &options)
 {
 	if (options.queue_depth == 0 || options.queue_depth > (1u << 20))
-		return make_error(EINVAL, strf("uring: queue_depth %u is not in [1, 2^20]",
+		return make_error(EINVAL, fmt("uring: queue_depth %u is not in [1, 2^20]",
 					       options.queue_depth));
 	if (options.staging_bytes % detail::kChunk || options.staging_bytes < kMaxRequestBytes)
-		return make_error(EINVAL, strf("uring: staging_bytes %llu is not a multiple of "
+		return make_error(EINVAL, fmt("uring: staging_bytes %llu is not a multiple of "
 					       "64 KiB of at least %llu",
 					       (unsigned long long)options.staging_bytes,
 					       (unsigned long long)kMaxRequestBytes));
@@ -267,9 +202,9 @@ bool Hca::available(std::string &why)
 	detail::Ring ring;
 	io_uring_params params{};
 	if (int rc = ring.init(4, params); rc < 0) {
-		why = strf("io_uring_setup: %s (no io_uring in this kernel, "
+		why = fmt("io_uring_setup: %s (no io_uring in this kernel, "
 			   "kernel.io_uring_disabled, or a seccomp filter)",
-			   std::strerror(-rc));
+			   detail::errno_text(-rc).c_str());
 		return false;
 	}
 	if (auto st = missing_features(params.features); !st) {
@@ -277,8 +212,8 @@ bool Hca::available(std::string &why)
 		return false;
 	}
 	if (int rc = io_uring_register_buffers_sparse(ring.get(), 1); rc < 0) {
-		why = strf("io_uring sparse buffer registration: %s (Linux 5.19 or later)",
-			   std::strerror(-rc));
+		why = fmt("io_uring sparse buffer registration: %s (Linux 5.19 or later)",
+			   detail::errno_text(-rc).c_str());
 		return false;
 	}
 	return true;

@@ -18,7 +18,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include <mrsync/log.hpp>
 #include <mrsync/uring.hpp>
+
+#include "format.hpp"
+#include "unique_fd.hpp"
+#include "unique_mmap.hpp"
 
 namespace mrsync::uring {
 
@@ -26,40 +31,11 @@ namespace detail {
 
 using Clock = std::chrono::steady_clock;
 
-/** Reports a "cannot happen" on stderr: a driver has no caller to return it to. */
-[[gnu::format(printf, 1, 2)]] void log_error(const char *fmt, ...) noexcept;
-
-/** Owns a file descriptor. */
-class Fd {
-public:
-	Fd() = default;
-	explicit Fd(int fd) noexcept : fd_(fd) {}
-	Fd(Fd &&o) noexcept : fd_(o.release()) {}
-	Fd &operator=(Fd &&o) noexcept;
-	~Fd() { reset(); }
-	int get() const noexcept { return fd_; }
-	int release() noexcept;
-	void reset() noexcept;
-
-private:
-	int fd_ = -1;
-};
-
-/** Owns a shared mapping. */
-class Mapping {
-public:
-	Mapping() = default;
-	Mapping(void *addr, std::size_t len) noexcept : addr_(addr), len_(len) {}
-	Mapping(Mapping &&o) noexcept;
-	Mapping &operator=(Mapping &&o) noexcept;
-	~Mapping() { reset(); }
-	std::byte *data() const noexcept { return static_cast<std::byte *>(addr_); }
-	void reset() noexcept;
-
-private:
-	void *addr_ = nullptr;
-	std::size_t len_ = 0;
-};
+/* The helpers of lib/common, under the names this driver uses. */
+using ::mrsync::detail::errno_text;
+using ::mrsync::detail::fmt;
+using ::mrsync::detail::UniqueFd;
+using ::mrsync::detail::UniqueMmap;
 
 /** Owns an io_uring. Closing it only unmaps the rings and closes the fd --
  *  which is also all a fork child may do. */
@@ -183,9 +159,6 @@ private:
 	Progress (*call_)(void *);
 };
 
-/** printf into a std::string, for error messages. */
-[[gnu::format(printf, 1, 2)]] std::string strf(const char *fmt, ...);
-
 } // namespace detail
 
 struct Hca::Impl {
@@ -227,8 +200,8 @@ struct Hca::Impl {
 
 	HcaOptions options;
 	detail::Ring ring;
-	detail::Fd memfd;
-	detail::Mapping staging;
+	detail::UniqueFd memfd;
+	detail::UniqueMmap staging;
 	bool abandoned = false;
 
 	/* control: the driver operations (the core serialises them anyway) */

@@ -8,6 +8,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cstddef>
@@ -24,16 +25,18 @@
 #include <mrsync/verbs.h>
 
 #include "capi.hpp"  /* lib/core: the C error channel */
+#include "format.hpp"
 #include "sized.hpp" /* lib/core: the struct_size rule */
 
 namespace mrsync::verbs {
 namespace {
 
+using detail::errno_text;
+using detail::fmt;
+
 std::string range_text(std::uint64_t va, std::uint64_t len)
 {
-	char buf[64];
-	snprintf(buf, sizeof(buf), "[0x%" PRIx64 ", +0x%" PRIx64 ")", va, len);
-	return buf;
+	return fmt("[0x%" PRIx64 ", +0x%" PRIx64 ")", va, len);
 }
 
 int ibv_access(std::uint32_t access)
@@ -48,7 +51,12 @@ int ibv_access(std::uint32_t access)
 	return flags;
 }
 
-std::uint64_t pack(Keys k) { return (std::uint64_t(k.lkey) << 32) | k.rkey; }
+/* A registration's keys as one map key: lkey in the low half, rkey in the
+ * high half, the layout of the core's pack_keys(). */
+std::uint64_t registration_key(Keys k)
+{
+	return std::uint64_t(k.lkey) | (std::uint64_t(k.rkey) << 32);
+}
 
 /* The driver's device and PD: the application's, or opened here. */
 struct Device {
@@ -117,6 +125,7 @@ public:
 			id = BackingId(pins_.size());
 			pins_.push_back(mr);
 		}
+		count_.pin_mrs.fetch_add(1, std::memory_order_relaxed);
 		return id;
 	}
 
@@ -128,6 +137,7 @@ public:
 		ibv_dereg_mr(pins_[backing]);
 		pins_[backing] = nullptr;
 		free_pins_.push_back(backing);
+		count_.pin_mrs.fetch_sub(1, std::memory_order_relaxed);
 	}
 
 	Result<Keys> create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
@@ -143,16 +153,18 @@ public:
 		} else {
 			keys = hole_keys();
 		}
-		regs_.emplace(pack(keys), reg);
+		regs_.emplace(registration_key(keys), reg);
+		count_.mrs.fetch_add(reg.mr != nullptr, std::memory_order_relaxed);
 		return keys;
 	}
 
 	Result<Keys> map(Keys keys, std::span<const Extent> translation) override
 	{
-		auto it = regs_.find(pack(keys));
+		auto it = regs_.find(registration_key(keys));
 		if (it == regs_.end())
 			return make_error(EINVAL, "verbs map: unknown keys");
 		Registration reg = it->second;
+		const bool had_mr = reg.mr != nullptr;
 		Keys fresh;
 		if (!complete(translation)) {
 			/* Unmapped pages: no MR can cover the area. The old one
@@ -164,7 +176,7 @@ public:
 			   ibv_rereg_mr(reg.mr, IBV_REREG_MR_CHANGE_TRANSLATION, dev_.pd,
 					reinterpret_cast<void *>(reg.va), reg.len, reg.access) == 0) {
 			fresh = {reg.mr->lkey, reg.mr->rkey};
-			++stats_.rereg;
+			count_.rereg.fetch_add(1, std::memory_order_relaxed);
 		} else {
 			ibv_mr *mr = ibv_reg_mr(dev_.pd, reinterpret_cast<void *>(reg.va), reg.len,
 						reg.access);
@@ -173,20 +185,26 @@ public:
 			retire(reg.mr);
 			reg.mr = mr;
 			fresh = {mr->lkey, mr->rkey};
-			++stats_.reg_dereg;
+			count_.reg_dereg.fetch_add(1, std::memory_order_relaxed);
 		}
 		regs_.erase(it);
-		regs_.emplace(pack(fresh), reg);
+		regs_.emplace(registration_key(fresh), reg);
+		if (had_mr && !reg.mr)
+			count_.mrs.fetch_sub(1, std::memory_order_relaxed);
+		else if (!had_mr && reg.mr)
+			count_.mrs.fetch_add(1, std::memory_order_relaxed);
 		return fresh;
 	}
 
 	void destroy(Keys keys) noexcept override
 	{
-		auto it = regs_.find(pack(keys));
+		auto it = regs_.find(registration_key(keys));
 		if (it == regs_.end())
 			return;
-		if (it->second.mr)
+		if (it->second.mr) {
 			ibv_dereg_mr(it->second.mr); /* contract: no DMA uses it any more */
+			count_.mrs.fetch_sub(1, std::memory_order_relaxed);
+		}
 		regs_.erase(it);
 	}
 
@@ -196,7 +214,7 @@ public:
 			return {}; /* retired MRs wait for mrsync_verbs_quiesced() */
 		if (int rc = quiesce_(quiesce_arg_); rc < 0)
 			return make_error(-rc, "verbs fence: the application's quiesce callback "
-					       "failed: " + std::string(std::strerror(-rc)));
+					       "failed: " + errno_text(-rc));
 		deregister_retired();
 		return {};
 	}
@@ -206,14 +224,17 @@ public:
 	/* mrsync_verbs_quiesced(): any thread. */
 	int quiesced() noexcept { return deregister_retired(); }
 
+	/* mrsync_verbs_get_stats(): any thread, also while the core creates
+	 * and maps under its lock. It reads the counters those keep and the
+	 * retired list (under its lock), never regs_ or pins_. */
 	mrsync_verbs_stats stats() noexcept
 	{
+		mrsync_verbs_stats s{};
+		s.mrs = count_.mrs.load(std::memory_order_relaxed);
+		s.pin_mrs = count_.pin_mrs.load(std::memory_order_relaxed);
+		s.rereg = count_.rereg.load(std::memory_order_relaxed);
+		s.reg_dereg = count_.reg_dereg.load(std::memory_order_relaxed);
 		std::lock_guard lock(retired_mu_);
-		mrsync_verbs_stats s = stats_;
-		s.mrs = 0;
-		for (const auto &[key, reg] : regs_)
-			s.mrs += reg.mr != nullptr;
-		s.pin_mrs = pins_.size() - free_pins_.size();
 		s.retired_mrs = retired_.size();
 		s.retired_bytes = 0;
 		for (ibv_mr *mr : retired_)
@@ -243,7 +264,7 @@ private:
 
 	Error reg_error(const char *what, std::uint64_t va, std::uint64_t len, int err)
 	{
-		std::string why = std::strerror(err);
+		std::string why = errno_text(err);
 		if (err == EFAULT)
 			why = "not mapped or not pinnable";
 		else if (err == ENOMEM)
@@ -271,7 +292,7 @@ private:
 		}
 		for (ibv_mr *mr : gone)
 			if (int rc = ibv_dereg_mr(mr))
-				MRSYNC_LOG(warning, "verbs", "ibv_dereg_mr: %s", std::strerror(rc));
+				MRSYNC_LOG(warning, "verbs", "ibv_dereg_mr: %s", errno_text(rc).c_str());
 		return int(gone.size());
 	}
 
@@ -302,11 +323,18 @@ private:
 	std::uint64_t max_mr_size_ = 1ull << 30;
 	std::vector<ibv_mr *> pins_;
 	std::vector<BackingId> free_pins_;
-	std::unordered_map<std::uint64_t, Registration> regs_; /* by pack(keys) */
+	std::unordered_map<std::uint64_t, Registration> regs_; /* by registration_key() */
 	std::uint32_t next_hole_ = 1;
-	std::mutex retired_mu_; /* retired_ and stats_: quiesced() runs on any thread */
+	std::mutex retired_mu_; /* retired_: quiesced() and stats() run on any thread */
 	std::vector<ibv_mr *> retired_;
-	mrsync_verbs_stats stats_{};
+	/* What stats() reports of the containers above, kept by the calls that
+	 * change them (under the core's lock), read by stats() on any thread. */
+	struct Counters {
+		std::atomic<std::uint64_t> mrs{0};     /* regs_ with an MR */
+		std::atomic<std::uint64_t> pin_mrs{0}; /* live entries of pins_ */
+		std::atomic<std::uint64_t> rereg{0};
+		std::atomic<std::uint64_t> reg_dereg{0};
+	} count_;
 };
 
 bool verbs_available(std::string &why)

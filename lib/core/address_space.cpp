@@ -15,6 +15,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "format.hpp"
 #include "unique_fd.hpp"
 
 namespace mrsync::detail {
@@ -72,6 +73,61 @@ void skip_fields(std::string_view &text, int fields)
 	text.remove_prefix(std::min(text.find_first_not_of(' '), text.size()));
 }
 
+/* The one parser of a /proc/self/maps line (also the first line of each
+ * mapping in /proc/self/smaps): "start-end perms offset dev inode   name".
+ * @return false for any other line. */
+bool parse_maps_line(std::string_view line, Mapping &mapping)
+{
+	if (!parse_hex(line, mapping.range.start) || line.empty() || line.front() != '-')
+		return false;
+	line.remove_prefix(1);
+	if (!parse_hex(line, mapping.range.end) || line.empty() || line.front() != ' ')
+		return false;
+	skip_fields(line, 0);
+	mapping.readable = !line.empty() && line[0] == 'r';
+	mapping.writable = line.size() > 1 && line[1] == 'w';
+	mapping.shared = line.size() > 3 && line[3] == 's';
+	skip_fields(line, 3); /* perms offset dev */
+	mapping.inode = 0;
+	auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), mapping.inode);
+	(void)ec;
+	line.remove_prefix(static_cast<std::size_t>(end - line.data()));
+	skip_fields(line, 0);
+	mapping.name = std::string(line);
+	mapping.page_size = 0;
+	return true;
+}
+
+/* Calls `each(line)` for every line of `text`, until it returns false. */
+template <class Each>
+void for_each_line(std::string_view text, Each &&each)
+{
+	while (!text.empty()) {
+		const std::size_t eol = std::min(text.find('\n'), text.size());
+		if (!each(text.substr(0, eol)))
+			return;
+		text.remove_prefix(std::min(eol + 1, text.size()));
+	}
+}
+
+/* The whole of an open /proc file (they have no size to ask for). */
+Result<std::string> read_all(int fd, const char *path)
+{
+	std::string text;
+	char buffer[16384];
+	for (;;) {
+		const ssize_t n = ::read(fd, buffer, sizeof buffer);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return make_error(errno, fmt("cannot read %s: %s", path,
+						     errno_text(errno).c_str()));
+		if (n == 0)
+			return text;
+		text.append(buffer, static_cast<std::size_t>(n));
+	}
+}
+
 } // namespace
 
 std::span<const std::uint64_t> huge_page_sizes() noexcept
@@ -82,31 +138,24 @@ std::span<const std::uint64_t> huge_page_sizes() noexcept
 
 std::string format_range(Range range)
 {
-	char text[64];
-	std::snprintf(text, sizeof text, "[%#llx, %#llx)",
-		      static_cast<unsigned long long>(range.start),
-		      static_cast<unsigned long long>(range.end));
-	return text;
+	return fmt("[%#llx, %#llx)", static_cast<unsigned long long>(range.start),
+		   static_cast<unsigned long long>(range.end));
 }
 
 Result<Range> checked_range(std::uint64_t va, std::uint64_t len, std::string_view what)
 {
-	char text[160];
-	if (len == 0) {
-		std::snprintf(text, sizeof text, "%.*s: empty range at %#llx",
-			      static_cast<int>(what.size()), what.data(),
-			      static_cast<unsigned long long>(va));
-		return make_error(EINVAL, text);
-	}
+	if (len == 0)
+		return make_error(EINVAL, fmt("%.*s: empty range at %#llx",
+					      static_cast<int>(what.size()), what.data(),
+					      static_cast<unsigned long long>(va)));
 	Range range{va, va + len};
-	if (range.end < va || !align_out(range, page_size())) {
-		std::snprintf(text, sizeof text,
-			      "%.*s: range at %#llx of length %#llx wraps around the address space",
-			      static_cast<int>(what.size()), what.data(),
-			      static_cast<unsigned long long>(va),
-			      static_cast<unsigned long long>(len));
-		return make_error(EINVAL, text);
-	}
+	if (range.end < va || !align_out(range, page_size()))
+		return make_error(EINVAL,
+				  fmt("%.*s: range at %#llx of length %#llx wraps around the "
+				      "address space",
+				      static_cast<int>(what.size()), what.data(),
+				      static_cast<unsigned long long>(va),
+				      static_cast<unsigned long long>(len)));
 	return range;
 }
 
@@ -235,51 +284,21 @@ Result<std::vector<Mapping>> mappings_in(Range range)
 	if (!procmap_query_missing.load(std::memory_order_relaxed))
 		if (auto found = query_mappings(fd.get(), range))
 			return std::move(*found);
-	std::string text;
-	char buffer[16384];
-	for (;;) {
-		ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return make_error(errno, "cannot read /proc/self/maps");
-		if (n == 0)
-			break;
-		text.append(buffer, static_cast<std::size_t>(n));
-	}
-
-	/* Lines: "start-end perms offset dev inode   name". */
+	auto text = read_all(fd.get(), "/proc/self/maps");
+	if (!text)
+		return std::move(text).error();
 	std::vector<Mapping> found;
-	std::string_view rest = text;
-	while (!rest.empty()) {
-		std::size_t eol = std::min(rest.find('\n'), rest.size());
-		std::string_view line = rest.substr(0, eol);
-		rest.remove_prefix(std::min(eol + 1, rest.size()));
-
-		Range mapping;
-		if (!parse_hex(line, mapping.start) || line.empty() || line.front() != '-')
-			continue;
-		line.remove_prefix(1);
-		if (!parse_hex(line, mapping.end))
-			continue;
-		if (mapping.end <= range.start)
-			continue;
-		if (mapping.start >= range.end)
-			break;
-		skip_fields(line, 0);
-		const bool readable = !line.empty() && line[0] == 'r';
-		const bool writable = line.size() > 1 && line[1] == 'w';
-		const bool shared = line.size() > 3 && line[3] == 's';
-		skip_fields(line, 3); /* perms offset dev */
-		std::uint64_t inode = 0;
-		auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), inode);
-		(void)ec;
-		line.remove_prefix(static_cast<std::size_t>(end - line.data()));
-		skip_fields(line, 0);
-		found.push_back({Range{std::max(mapping.start, range.start),
-				       std::min(mapping.end, range.end)},
-				 std::string(line), shared, readable, writable, inode, 0});
-	}
+	for_each_line(*text, [&](std::string_view line) {
+		Mapping mapping;
+		if (!parse_maps_line(line, mapping) || mapping.range.end <= range.start)
+			return true;
+		if (mapping.range.start >= range.end)
+			return false;
+		mapping.range = {std::max(mapping.range.start, range.start),
+				 std::min(mapping.range.end, range.end)};
+		found.push_back(std::move(mapping));
+		return true;
+	});
 	return found;
 }
 
@@ -323,22 +342,28 @@ std::uint64_t kernel_page_size_at(std::uint64_t va)
 	if (auto here = mappings_in({va, va + 1}); here && !here->empty() &&
 	    here->front().page_size)
 		return here->front().page_size;
-	std::FILE *smaps = std::fopen("/proc/self/smaps", "re");
-	if (!smaps)
+	UniqueFd fd(::open("/proc/self/smaps", O_RDONLY | O_CLOEXEC));
+	if (!fd)
 		return 0;
-	char line[512];
+	auto text = read_all(fd.get(), "/proc/self/smaps");
+	if (!text)
+		return 0;
 	bool inside = false;
 	std::uint64_t size = 0;
-	while (std::fgets(line, sizeof line, smaps)) {
-		unsigned long long lo, hi, kib;
-		if (std::sscanf(line, "%llx-%llx ", &lo, &hi) == 2) { /* a mapping's first line */
-			inside = lo <= va && va < hi;
-		} else if (inside && std::sscanf(line, "KernelPageSize: %llu kB", &kib) == 1) {
-			size = kib * 1024;
-			break;
+	for_each_line(*text, [&](std::string_view line) {
+		constexpr std::string_view key = "KernelPageSize:";
+		if (Mapping mapping; parse_maps_line(line, mapping)) { /* a mapping's first line */
+			inside = mapping.range.start <= va && va < mapping.range.end;
+		} else if (inside && line.starts_with(key)) {
+			line.remove_prefix(key.size());
+			skip_fields(line, 0);
+			std::uint64_t kib = 0;
+			std::from_chars(line.data(), line.data() + line.size(), kib);
+			size = kib * 1024; /* "KernelPageSize:  2048 kB" */
+			return false;
 		}
-	}
-	std::fclose(smaps);
+		return true;
+	});
 	return size;
 }
 

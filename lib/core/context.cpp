@@ -316,8 +316,8 @@ Status Context::notify_unmap(std::uint64_t addr, std::uint64_t len)
 					      ") is empty, NULL or wraps",
 					      addr, len));
 	for (auto &source : sources_)
-		if (auto ok = source->notify({addr, addr + len}); ok || ok.error().code != ENOTSUP)
-			return ok;
+		if (auto *manual = dynamic_cast<ManualInput *>(source.get()))
+			return manual->notify({addr, addr + len});
 	return make_error(ENOTSUP, "the context has no manual source: create it with "
 				   "params.sources including MRSYNC_SOURCE_MANUAL");
 }

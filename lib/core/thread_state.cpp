@@ -9,6 +9,8 @@
 #include <cstring>
 #include <string>
 
+#include "format.hpp"
+
 namespace mrsync::detail {
 
 __thread TlsSlot tls_slots[kTlsSlots] __attribute__((tls_model("initial-exec")));
@@ -28,7 +30,7 @@ Status init_reader_sync()
 	const int supported = membarrier(MEMBARRIER_CMD_QUERY);
 	if (supported < 0)
 		return make_error(ENOSYS, std::string("membarrier() is not available: ") +
-						  std::strerror(errno));
+						  errno_text(errno));
 	if ((supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
 	    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0) {
 		barrier_cmd.store(MEMBARRIER_CMD_PRIVATE_EXPEDITED, std::memory_order_relaxed);

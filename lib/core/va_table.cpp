@@ -7,6 +7,8 @@
 #include <cstring>
 #include <string>
 
+#include "format.hpp"
+
 namespace mrsync::detail {
 
 namespace {
@@ -28,7 +30,7 @@ Result<VaTable> VaTable::create()
 	void *top = reserve(kTopBytes);
 	if (!top)
 		return make_error(ENOMEM, std::string("cannot reserve the page table: ") +
-						  std::strerror(errno));
+						  errno_text(errno));
 	return VaTable(static_cast<std::atomic<Slot *> *>(top));
 }
 

@@ -22,7 +22,7 @@
 #include <rte_errno.h>
 #include <rte_memory.h>
 
-#include <mrsync/event_ring.hpp>
+#include <mrsync/event_buffer.hpp>
 #include <mrsync/mrsync.h>
 
 #include "dpdk_pvt.hpp"
@@ -54,10 +54,10 @@ Shared &shared()
 	return s;
 }
 
-class DpdkSource final : public RingEventSource {
+class DpdkSource final : public BufferedEventSource {
 public:
 	explicit DpdkSource(const SourceConfig &config)
-		: RingEventSource(config.ring_entries), unguarded_(config.test_unguarded)
+		: BufferedEventSource(config.ring_entries), unguarded_(config.test_unguarded)
 	{
 		std::lock_guard lock(shared().mu);
 		shared().sources.push_back(this);
@@ -134,7 +134,7 @@ void on_mem_event(enum rte_mem_event type, const void *addr, size_t len, void *)
 		s.counters.frees.fetch_add(1, std::memory_order_relaxed);
 		s.counters.freed_bytes.fetch_add(len, std::memory_order_relaxed);
 		for (DpdkSource *source : s.sources)
-			source->ring().append(range); /* then bumps: lookups resync */
+			source->events().append(range); /* then bumps: lookups resync */
 		/* An allocation freed before it was hinted needs no hint. */
 		std::size_t kept = 0;
 		for (std::size_t i = 0; i < s.nallocs; ++i)

@@ -21,13 +21,12 @@
  *
  * Fork: the module does not copy the mapping into a child (and the child's
  * file would be refused anyway, -EBADFD). A child's hit path may still load
- * the generation word before the core rebuilds, so a pthread_atfork child
- * handler puts an anonymous page at the same address first; the source is
+ * the generation word before the core rebuilds, so a child handler (the
+ * sources phase of the fork registry, fork_guard.hpp) puts an anonymous page at the same address first; the source is
  * then dead (drain says "resync everything", watch fails) until abandoned.
  */
 #include <fcntl.h>
 #include <linux/mrsync.h>
-#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -45,19 +44,19 @@
 #include <mrsync/source.hpp>
 
 #include "address_space.hpp"
+#include "fork_guard.hpp"
+#include "format.hpp"
 #include "unique_fd.hpp"
+#include "unique_mmap.hpp"
 
 namespace mrsync {
 namespace {
 
+using detail::errno_text;
 using detail::UniqueFd;
+using detail::UniqueMmap;
 
 constexpr const char *kDevice = "/dev/mrsync";
-
-std::string errno_text(int err)
-{
-	return std::strerror(err);
-}
 
 int xioctl(int fd, unsigned long cmd, void *arg) noexcept
 {
@@ -106,34 +105,6 @@ std::uint64_t ring_entries(std::uint32_t requested, const mrsync_kmod_version &v
 	return std::clamp<std::uint64_t>(n, v.ring_min, v.ring_max);
 }
 
-/** The read-only mapping of the header + ring; unmapped by its owner. */
-class RingMapping {
-public:
-	RingMapping() noexcept = default;
-	RingMapping(void *addr, std::size_t len) noexcept : addr_(addr), len_(len) {}
-	RingMapping(RingMapping &&o) noexcept
-		: addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0))
-	{
-	}
-	RingMapping &operator=(RingMapping &&) = delete;
-	~RingMapping()
-	{
-		if (addr_)
-			::munmap(addr_, len_);
-	}
-
-	const mrsync_kmod_header *header() const noexcept
-	{
-		return static_cast<const mrsync_kmod_header *>(addr_);
-	}
-	void *addr() const noexcept { return addr_; }
-	std::size_t len() const noexcept { return len_; }
-
-private:
-	void *addr_ = nullptr;
-	std::size_t len_ = 0;
-};
-
 class KmodSource;
 
 /* Live sources, for the fork child handler. Its lock is held across fork()
@@ -147,11 +118,11 @@ std::vector<KmodSource *> &live_sources()
 
 class KmodSource final : public EventSource {
 public:
-	KmodSource(UniqueFd fd, RingMapping ring) noexcept
+	KmodSource(UniqueFd fd, UniqueMmap ring) noexcept
 		: fd_(std::move(fd)), ring_(std::move(ring)),
-		  entries_(reinterpret_cast<const mrsync_kmod_event *>(
-			  static_cast<const char *>(ring_.addr()) + ring_.header()->ring_offset)),
-		  mask_(ring_.header()->ring_size - 1)
+		  entries_(reinterpret_cast<const mrsync_kmod_event *>(ring_.data() +
+								       header()->ring_offset)),
+		  mask_(header()->ring_size - 1)
 	{
 		install_fork_handler();
 		std::lock_guard guard(live_lock);
@@ -171,7 +142,7 @@ public:
 	const std::uint64_t *generation() const noexcept override
 	{
 		/* __u64 is unsigned long long, std::uint64_t unsigned long: same object */
-		return reinterpret_cast<const std::uint64_t *>(&ring_.header()->generation);
+		return reinterpret_cast<const std::uint64_t *>(&header()->generation);
 	}
 
 	/* Thread safety: one caller at a time (the context lock). */
@@ -179,7 +150,7 @@ public:
 	{
 		if (forked_.load(std::memory_order_acquire))
 			return true;
-		const mrsync_kmod_header *hdr = ring_.header();
+		const mrsync_kmod_header *hdr = header();
 		const std::uint64_t overflow = load_acquire(&hdr->overflow);
 		const std::uint64_t head = load_acquire(&hdr->head);
 		bool lost = false;
@@ -277,12 +248,18 @@ public:
 	 * readable (the mapping was not inherited) and kill the source. */
 	void after_fork_child() noexcept
 	{
-		::mmap(ring_.addr(), ring_.len(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+		::mmap(ring_.get(), ring_.size(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
 		       -1, 0);
 		forked_.store(true, std::memory_order_release);
 	}
 
 private:
+	/* The header the module writes at the start of the mapping. */
+	const mrsync_kmod_header *header() const noexcept
+	{
+		return reinterpret_cast<const mrsync_kmod_header *>(ring_.data());
+	}
+
 	/* The words live in a read-only mapping the module writes: atomic
 	 * loads of const memory (std::atomic_ref<const T> is C++26). */
 	static std::uint64_t load_acquire(const __u64 *p) noexcept
@@ -294,21 +271,25 @@ private:
 		return __atomic_load_n(p, __ATOMIC_RELAXED);
 	}
 
+	/* The sources phase of the fork registry (fork_guard.hpp). */
 	static void install_fork_handler()
 	{
 		static std::once_flag once;
 		std::call_once(once, [] {
-			pthread_atfork([] { live_lock.lock(); }, [] { live_lock.unlock(); },
-				       [] {
-					       for (KmodSource *s : live_sources())
-						       s->after_fork_child();
-					       live_lock.unlock();
-				       });
+			detail::fork_register(
+				detail::ForkPhase::sources,
+				{.prepare = [] () noexcept { live_lock.lock(); },
+				 .parent = [] () noexcept { live_lock.unlock(); },
+				 .child = [] () noexcept {
+					 for (KmodSource *s : live_sources())
+						 s->after_fork_child();
+					 live_lock.unlock();
+				 }});
 		});
 	}
 
 	UniqueFd fd_;
-	RingMapping ring_;
+	UniqueMmap ring_; /* the module's header + ring, read-only */
 	const mrsync_kmod_event *entries_;
 	std::uint64_t mask_;
 	std::uint64_t tail_ = 0;          /* entries read so far (drain only) */
@@ -342,11 +323,10 @@ Result<std::unique_ptr<EventSource>> kmod_create(const SourceConfig &config)
 	const std::uint64_t page = detail::page_size();
 	const std::size_t len = version.ring_offset +
 				((rc.entries * version.entry_size + page - 1) & ~(page - 1));
-	void *addr = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd->get(), 0);
-	if (addr == MAP_FAILED)
+	UniqueMmap ring(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd->get(), 0), len);
+	if (!ring)
 		return make_error(errno, std::string("mmap ") + kDevice + ": " + errno_text(errno));
-	RingMapping ring(addr, len);
-	const mrsync_kmod_header *hdr = ring.header();
+	const auto *hdr = reinterpret_cast<const mrsync_kmod_header *>(ring.data());
 	if (hdr->magic != MRSYNC_MAGIC || hdr->ring_size != rc.entries || hdr->map_size != len ||
 	    hdr->ring_offset != version.ring_offset)
 		return make_error(EPROTO, std::string(kDevice) + ": unexpected ring header");

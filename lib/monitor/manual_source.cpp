@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The manual event source (MRSYNC_SOURCE_MANUAL): the application reports
- * its own unmaps and remaps (mrsync_notify_unmap); watches are bookkeeping
- * only, since nothing is armed in the kernel. */
-#include <mrsync/event_ring.hpp>
+ * its own unmaps and remaps (mrsync_notify_unmap, which reaches notify()
+ * through the ManualInput interface); watches are bookkeeping only, since
+ * nothing is armed in the kernel. */
+#include <mrsync/event_buffer.hpp>
 #include <mrsync/mrsync.h>
 
 #include <map>
@@ -14,24 +15,24 @@
 namespace mrsync {
 namespace {
 
-class ManualSource final : public RingEventSource {
+class ManualSource final : public BufferedEventSource, public ManualInput {
 public:
 	explicit ManualSource(const SourceConfig &config)
-		: RingEventSource(config.ring_entries)
+		: BufferedEventSource(config.ring_entries)
 	{
 	}
 
 	std::string_view name() const noexcept override { return "manual"; }
 
-	/* Thread safety: any thread; appends under the ring lock only. */
-	Status notify(Range changed) override
+	/* Thread safety: any thread; appends under the buffer lock only. */
+	Status notify(Range changed) override /* ManualInput */
 	{
 		if (changed.start >= changed.end)
 			return make_error(EINVAL, "notify: " + detail::format_range(changed) +
 							  (changed.start == changed.end
 								   ? " is empty"
 								   : " ends before it starts"));
-		ring().append(changed);
+		events().append(changed);
 		return {};
 	}
 
@@ -70,7 +71,7 @@ Result<std::unique_ptr<EventSource>> manual_create(const SourceConfig &config)
 	try {
 		return std::unique_ptr<EventSource>(std::make_unique<ManualSource>(config));
 	} catch (const std::bad_alloc &) {
-		return make_error(ENOMEM, "manual source: no memory for the event ring");
+		return make_error(ENOMEM, "manual source: no memory for the event buffer");
 	}
 }
 

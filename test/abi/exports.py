@@ -6,7 +6,7 @@ one it must export, or lacks its versioned SONAME.
     exports.py mrsync|mrsync_dpdk LIBRARY
 
 The allow-lists are the public API (mrsync.h, verbs.h, mrsync_dpdk.h), the
-plug-in API libmrsync_dpdk needs (driver/source registries, EventRing), the
+plug-in API libmrsync_dpdk needs (driver/source registries, EventBuffer), the
 software HCA's DMA API (uring.hpp) and what dynamic_cast needs; they mirror
 lib/libmrsync.map and lib/dpdk/libmrsync_dpdk.map.
 """
@@ -18,13 +18,13 @@ ALLOWED = {
     'mrsync': [
         r'mrsync_(?!dpdk_)\w+',
         r'mrsync::driver_of\(mrsync_ctx\*\)',
-        r'mrsync::(register|find)_(driver|source)\(.*\)',
+        r'mrsync::Registry<mrsync::(Driver|Source)Factory>::\w+\(.*\)(::registered)?',
         r'mrsync::log_(enabled|line)\(.*\)',
-        r'mrsync::EventRing::(EventRing|append|announce|publish|drain|stats)\(.*\)( const)?',
-        r'mrsync::RingEventSource::\w+\(.*\)( const)?',
+        r'mrsync::EventBuffer::(EventBuffer|append|announce|publish|drain|stats)\(.*\)( const)?',
+        r'mrsync::BufferedEventSource::\w+\(.*\)( const)?',
         r'mrsync::uring::Hca::(create|available|write|read|poll|wait|wait_one|wait_releases|'
         r'stats|name|caps|~Hca)\(.*\)( const)?',
-        r'(typeinfo|typeinfo name|vtable) for mrsync::(Driver|EventSource|RingEventSource|uring::Hca)',
+        r'(typeinfo|typeinfo name|vtable) for mrsync::(Driver|EventSource|BufferedEventSource|uring::Hca)',
     ],
     'mrsync_dpdk': [
         r'mrsync_dpdk_(attach|detach|ctx|memory_is_static|register_mempool|lcore_cache|'

@@ -163,8 +163,8 @@ const DriverFactory fake_dense_factory{
 	.available = [](std::string &) { return true; },
 	.create = create_fake<false>,
 };
-[[maybe_unused]] const bool fake_registered =
-	(register_driver(fake_rekey_factory), register_driver(fake_dense_factory), true);
+MRSYNC_REGISTER_DRIVER(fake_rekey_factory)
+MRSYNC_REGISTER_DRIVER(fake_dense_factory)
 
 /* A driver whose registrations serve nothing while they have a hole (verbs):
  * a lookup of an intact page must not hit a region with a hole elsewhere; it

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 
+#include <mrsync/registry.hpp>
 #include <mrsync/result.hpp>
 
 /* Exported from libmrsync (lib/libmrsync.map says which symbols). */
@@ -117,18 +118,17 @@ struct DriverFactory {
 	Result<std::unique_ptr<Driver>> (*create)(const DriverConfig &config);
 };
 
-/** Adds a driver kind to the registry (called from static initialisers). */
-void register_driver(const DriverFactory &factory);
+extern template class Registry<DriverFactory>;
+
 /** The registered kind called `name`, or nullptr. */
-const DriverFactory *find_driver(std::string_view name);
+inline const DriverFactory *find_driver(std::string_view name)
+{
+	return Registry<DriverFactory>::named(name);
+}
 
 } // namespace mrsync
 #pragma GCC visibility pop
 
-#define MRSYNC_REGISTER_DRIVER(factory)                                                 \
-	namespace {                                                                     \
-	[[maybe_unused]] const bool mrsync_driver_registered_ =                         \
-		(::mrsync::register_driver(factory), true);                             \
-	}
+#define MRSYNC_REGISTER_DRIVER(factory) MRSYNC_REGISTER_FACTORY(factory)
 
 #endif

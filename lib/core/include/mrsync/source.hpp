@@ -18,6 +18,15 @@
  * module reports at invalidate_range_start, userfaultfd reports
  * MADV_DONTNEED before the zap): the core therefore never pins on the
  * strength of an event alone (docs/design.md).
+ *
+ * The contract, in the order the core uses it:
+ *   watch() -> prepare_pin() -> (pin) -> generation re-checked -> ... ->
+ *   drain() / drain_unsettled() whenever the generation moved -> unwatch()
+ * plus abandon() in a fork child. Nothing here is specific to one source:
+ * what only the manual source takes (the application's own reports) is the
+ * separate ManualInput interface below. Sources are registered kinds
+ * (MRSYNC_REGISTER_SOURCE, registry.hpp) and their fork handlers run in the
+ * fixed order of the library's fork registry (lib/core/fork_guard.hpp).
  */
 #ifndef MRSYNC_SOURCE_HPP
 #define MRSYNC_SOURCE_HPP
@@ -28,6 +37,7 @@
 #include <string_view>
 #include <vector>
 
+#include <mrsync/registry.hpp>
 #include <mrsync/result.hpp>
 
 /* Exported from libmrsync (lib/libmrsync.map says which symbols). */
@@ -103,15 +113,29 @@ public:
 	 */
 	virtual Status prepare_pin(std::uint64_t /*handle*/, Range /*range*/) { return {}; }
 
-	/** Reports a change the application knows of (the manual source);
-	 *  other sources return ENOTSUP. */
-	virtual Status notify(Range /*changed*/)
-	{
-		return make_error(ENOTSUP, "this event source takes no manual notifications");
-	}
-
-	/** The process is a fork child; see Driver::abandon(). */
+	/** The process is a fork child: drop the kernel objects without
+	 *  touching them (see Driver::abandon()). A source with process-wide
+	 *  state to fix before anything else runs in the child does that in
+	 *  its own fork handler (fork_guard.hpp, phase `sources`); this is the
+	 *  core's call, under the context lock, before it replaces the source. */
 	virtual void abandon() noexcept = 0;
+};
+
+/**
+ * What the application reports itself (mrsync_notify_unmap()), for the one
+ * source that takes such reports: the manual source implements this next to
+ * EventSource, and the context finds it with dynamic_cast. No other source
+ * has anything to do with it, so it is not part of EventSource.
+ */
+class ManualInput {
+public:
+	/** Records that [changed.start, changed.end) was unmapped or remapped.
+	 *  @return EINVAL (naming the range) if it is empty or inverted.
+	 *  Thread safety: any thread; never waits for the context lock. */
+	virtual Status notify(Range changed) = 0;
+
+protected:
+	~ManualInput() = default;
 };
 
 /** What the context passes to a source factory. */
@@ -130,16 +154,18 @@ struct SourceFactory {
 	Result<std::unique_ptr<EventSource>> (*create)(const SourceConfig &config);
 };
 
-void register_source(const SourceFactory &factory);
-const SourceFactory *find_source(std::uint32_t kind);
+extern template class Registry<SourceFactory>;
+
+/** The registered kind for one MRSYNC_SOURCE_* bit, or nullptr. */
+inline const SourceFactory *find_source(std::uint32_t kind)
+{
+	return Registry<SourceFactory>::find(
+		[kind](const SourceFactory &factory) { return factory.kind == kind; });
+}
 
 } // namespace mrsync
 #pragma GCC visibility pop
 
-#define MRSYNC_REGISTER_SOURCE(factory)                                                 \
-	namespace {                                                                     \
-	[[maybe_unused]] const bool mrsync_source_registered_ =                         \
-		(::mrsync::register_source(factory), true);                             \
-	}
+#define MRSYNC_REGISTER_SOURCE(factory) MRSYNC_REGISTER_FACTORY(factory)
 
 #endif

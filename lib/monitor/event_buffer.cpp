@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The user-space generation + event ring (see mrsync/event_ring.hpp for the
+/* The user-space generation + event buffer (see mrsync/event_buffer.hpp for the
  * protocol and the lock rules this file keeps). */
-#include <mrsync/event_ring.hpp>
+#include <mrsync/event_buffer.hpp>
 
 #include <sched.h>
 
@@ -17,23 +17,23 @@ namespace {
 constexpr auto kAnnounceWait = std::chrono::seconds(1);
 } // namespace
 
-EventRing::EventRing(std::uint32_t entries)
-	: capacity_(entries ? entries : kDefaultRingEntries)
+EventBuffer::EventBuffer(std::uint32_t entries)
+	: capacity_(entries ? entries : kDefaultEventEntries)
 {
-	/* All the memory the ring will ever use, reserved now: producers must
+	/* All the memory the buffer will ever use, reserved now: producers must
 	 * never allocate (see the header). */
 	entries_.reserve(capacity_);
 	spare_.reserve(capacity_);
 }
 
-void EventRing::bump() noexcept
+void EventBuffer::bump() noexcept
 {
 	/* Release: whoever acquires the new value sees the ranges pushed before
 	 * it (drain() also takes mu_, which orders them by itself). */
 	std::atomic_ref<std::uint64_t>(generation_).fetch_add(1, std::memory_order_release);
 }
 
-void EventRing::push_locked(std::span<const Range> changed) noexcept
+void EventBuffer::push_locked(std::span<const Range> changed) noexcept
 {
 	for (const Range &range : changed) {
 		++stats_.appended;
@@ -55,7 +55,7 @@ void EventRing::push_locked(std::span<const Range> changed) noexcept
 	}
 }
 
-void EventRing::append(std::span<const Range> changed) noexcept
+void EventBuffer::append(std::span<const Range> changed) noexcept
 {
 	{
 		std::lock_guard lock(mu_);
@@ -64,7 +64,7 @@ void EventRing::append(std::span<const Range> changed) noexcept
 	bump();
 }
 
-void EventRing::announce() noexcept
+void EventBuffer::announce() noexcept
 {
 	/* Counted before the bump: a reader that acquires the new generation
 	 * also sees the announcement, and drain() waits for the batch. */
@@ -72,7 +72,7 @@ void EventRing::announce() noexcept
 	bump();
 }
 
-void EventRing::publish(std::span<const Range> changed) noexcept
+void EventBuffer::publish(std::span<const Range> changed) noexcept
 {
 	{
 		std::lock_guard lock(mu_);
@@ -88,7 +88,7 @@ void EventRing::publish(std::span<const Range> changed) noexcept
 		bump();
 }
 
-bool EventRing::drain(std::vector<Range> &out)
+bool EventBuffer::drain(std::vector<Range> &out)
 {
 	std::lock_guard drain_lock(drain_mu_);
 	/* Wait for announced batches. Bounded: an announcer publishes without
@@ -136,7 +136,7 @@ bool EventRing::drain(std::vector<Range> &out)
 	return lost;
 }
 
-EventRing::Stats EventRing::stats() const noexcept
+EventBuffer::Stats EventBuffer::stats() const noexcept
 {
 	std::lock_guard lock(mu_);
 	return stats_;

@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /**
  * @file
- * EventRing: the user-space generation counter + bounded ring of changed
+ * EventBuffer: the user-space generation counter + bounded buffer of changed
  * ranges that user-space event sources publish (userfaultfd monitor, manual
- * notifications, DPDK memory events), and RingEventSource, the part of an
+ * notifications, DPDK memory events), and BufferedEventSource, the part of an
  * EventSource that every such source shares.
+ *
+ * Not a ring: producers append to one vector of fixed capacity, and drain()
+ * swaps it with a second one (double buffering), so neither side ever
+ * allocates under the lock. (The kernel module's ring, read by the kmod
+ * source, is a real ring.)
  *
  * Protocol (source.hpp): a producer appends ranges, then bumps the generation
  * with a release store; the hit path reads the generation with one acquire
@@ -12,23 +17,23 @@
  * remembers that value, and drains: whatever was appended after its load is
  * either in this drain or behind a later bump.
  *
- * A full ring never blocks and never fails: the ranges that do not fit are
+ * A full buffer never blocks and never fails: the ranges that do not fit are
  * counted as lost and the next drain() returns true once ("resync
  * everything"). A range that overlaps or touches the last one still in the
- * ring is merged into it (an event may be coalesced, never lost).
+ * buffer is merged into it (an event may be coalesced, never lost).
  *
  * Lock rules, because producers can run where locks are dangerous (a thread
  * blocked in munmap() waits for the userfaultfd monitor; DPDK calls its memory
  * callbacks under the memory hotplug lock):
- *  - The ring's lock is held only for O(1) work on memory reserved at
+ *  - The buffer's lock is held only for O(1) work on memory reserved at
  *    construction: no allocation, no system call, no other lock inside it.
  *    So no thread can ever be blocked in munmap()/madvise() while holding it.
  *  - drain() copies into the caller's vector (which may allocate, and through
  *    free() even madvise or munmap heap memory) *outside* that lock; only a
  *    second lock, which producers never take, is held then.
  */
-#ifndef MRSYNC_EVENT_RING_HPP
-#define MRSYNC_EVENT_RING_HPP
+#ifndef MRSYNC_EVENT_BUFFER_HPP
+#define MRSYNC_EVENT_BUFFER_HPP
 
 #include <atomic>
 #include <cstdint>
@@ -43,30 +48,30 @@
 
 namespace mrsync {
 
-/** Ring size used when a SourceConfig asks for 0 entries. */
-inline constexpr std::uint32_t kDefaultRingEntries = 1024;
+/** Buffer size used when a SourceConfig asks for 0 entries. */
+inline constexpr std::uint32_t kDefaultEventEntries = 1024;
 
-class EventRing {
+class EventBuffer {
 public:
 	/** Counters, for tests and telemetry. */
 	struct Stats {
 		std::uint64_t appended = 0;  /**< ranges accepted (merged ones included) */
 		std::uint64_t coalesced = 0; /**< ranges merged into the previous one */
-		std::uint64_t lost = 0;      /**< ranges dropped because the ring was full */
+		std::uint64_t lost = 0;      /**< ranges dropped because the buffer was full */
 		std::uint64_t overflows = 0; /**< drains that reported an overflow */
 	};
 
 	/**
-	 * Reserves room for `entries` ranges (0 = kDefaultRingEntries); nothing
+	 * Reserves room for `entries` ranges (0 = kDefaultEventEntries); nothing
 	 * allocates after construction.
 	 * Thread safety: construct before sharing.
 	 */
-	explicit EventRing(std::uint32_t entries = 0);
-	EventRing(const EventRing &) = delete;
-	EventRing &operator=(const EventRing &) = delete;
+	explicit EventBuffer(std::uint32_t entries = 0);
+	EventBuffer(const EventBuffer &) = delete;
+	EventBuffer &operator=(const EventBuffer &) = delete;
 
 	/**
-	 * The counter the hit path loads; stable for the ring's lifetime and
+	 * The counter the hit path loads; stable for the buffer's lifetime and
 	 * alone on its cache line (producers write it, every reader only reads).
 	 * Thread safety: any thread; read it with an acquire load.
 	 */
@@ -82,7 +87,7 @@ public:
 	/**
 	 * Appends one changed range, then bumps the generation (release).
 	 * Never blocks on a consumer and never allocates.
-	 * Thread safety: any thread; takes the ring lock for O(1) work.
+	 * Thread safety: any thread; takes the buffer lock for O(1) work.
 	 */
 	void append(Range changed) noexcept { append(std::span<const Range>(&changed, 1)); }
 
@@ -98,7 +103,7 @@ public:
 	 * append. Until the matching publish(), drain() waits for the batch, so
 	 * a reader that saw this bump still finds the ranges. The announcer must
 	 * reach publish() without blocking (no lock, no allocation, no wait).
-	 * Thread safety: any thread; takes the ring lock for O(1) work.
+	 * Thread safety: any thread; takes the buffer lock for O(1) work.
 	 */
 	void announce() noexcept;
 
@@ -119,10 +124,10 @@ public:
 	 */
 	bool drain(std::vector<Range> &out);
 
-	/** @return the counters. Thread safety: any thread; takes the ring lock. */
+	/** @return the counters. Thread safety: any thread; takes the buffer lock. */
 	Stats stats() const noexcept;
 
-	/** @return the number of ranges the ring holds. Thread safety: any thread. */
+	/** @return the number of ranges the buffer holds. Thread safety: any thread. */
 	std::uint32_t capacity() const noexcept { return capacity_; }
 
 private:
@@ -137,7 +142,7 @@ private:
 	std::vector<Range> entries_; /* capacity_ reserved, never grows */
 	/* Batches announced and not yet published. drain() polls it rather than
 	 * waiting on a condition variable: a fork child must be able to destroy
-	 * the ring even if a parent thread was waiting in drain() at fork time
+	 * the buffer even if a parent thread was waiting in drain() at fork time
 	 * (pthread_cond_destroy would wait for that waiter forever). */
 	std::atomic<std::uint32_t> announced_{0};
 	bool lost_since_drain_ = false;
@@ -151,27 +156,27 @@ private:
 };
 
 /**
- * Most of an EventSource for a source that owns an EventRing: the generation
- * and drain() come from the ring; the source produces into ring().
+ * Most of an EventSource for a source that owns an EventBuffer: the generation
+ * and drain() come from the buffer; the source produces into events().
  * (The kernel-module source reads the module's ring instead.)
  */
-class RingEventSource : public EventSource {
+class BufferedEventSource : public EventSource {
 public:
 	/** Thread safety: any thread, no lock. */
-	const std::uint64_t *generation() const noexcept final { return ring_.generation(); }
+	const std::uint64_t *generation() const noexcept final { return events_.generation(); }
 
-	/** See EventRing::drain(). Thread safety: any thread. */
-	bool drain(std::vector<Range> &out) final { return ring_.drain(out); }
+	/** See EventBuffer::drain(). Thread safety: any thread. */
+	bool drain(std::vector<Range> &out) final { return events_.drain(out); }
 
-	/** The ring this source produces into. Thread safety: any thread. */
-	EventRing &ring() noexcept { return ring_; }
-	const EventRing &ring() const noexcept { return ring_; }
+	/** The buffer this source produces into. Thread safety: any thread. */
+	EventBuffer &events() noexcept { return events_; }
+	const EventBuffer &events() const noexcept { return events_; }
 
 protected:
-	explicit RingEventSource(std::uint32_t ring_entries) : ring_(ring_entries) {}
+	explicit BufferedEventSource(std::uint32_t ring_entries) : events_(ring_entries) {}
 
 private:
-	EventRing ring_;
+	EventBuffer events_;
 };
 
 } // namespace mrsync

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /**
  * @file
- * PRIVATE to lib/monitor: a move-only owner of a file descriptor (the
- * userfaultfd, the monitor's eventfd, the module's /dev/mrsync file).
+ * PRIVATE to the library and its drivers (lib/common): a move-only owner of
+ * a file descriptor (the userfaultfd, the monitor's eventfd, the module's
+ * /dev/mrsync file, /proc/self/maps, the uring driver's memfd).
  */
-#ifndef MRSYNC_MONITOR_UNIQUE_FD_HPP
-#define MRSYNC_MONITOR_UNIQUE_FD_HPP
+#ifndef MRSYNC_COMMON_UNIQUE_FD_HPP
+#define MRSYNC_COMMON_UNIQUE_FD_HPP
 
 #include <unistd.h>
 
@@ -32,6 +33,10 @@ public:
 	/** @return the descriptor, or -1. Thread safety: as the owner. */
 	int get() const noexcept { return fd_; }
 	explicit operator bool() const noexcept { return fd_ >= 0; }
+
+	/** Gives up ownership. @return the descriptor, or -1.
+	 *  Thread safety: the owner's thread. */
+	int release() noexcept { return std::exchange(fd_, -1); }
 
 	/** Closes the descriptor owned so far and owns `fd` instead.
 	 *  Thread safety: the owner's thread. */

@@ -2,7 +2,7 @@
 // The user-space generation + event ring shared by the host sources.
 #include <gtest/gtest.h>
 
-#include <mrsync/event_ring.hpp>
+#include <mrsync/event_buffer.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -12,7 +12,7 @@
 
 namespace {
 
-using mrsync::EventRing;
+using mrsync::EventBuffer;
 using mrsync::Range;
 using Ranges = std::vector<Range>;
 using namespace std::chrono_literals;
@@ -23,23 +23,23 @@ Range page(std::uint64_t i)
 	return {0x100000 + 2 * i * 0x1000, 0x100000 + (2 * i + 1) * 0x1000};
 }
 
-TEST(EventRing, DefaultCapacity)
+TEST(EventBuffer, DefaultCapacity)
 {
-	EXPECT_EQ(EventRing().capacity(), mrsync::kDefaultRingEntries);
-	EXPECT_EQ(EventRing(0).capacity(), mrsync::kDefaultRingEntries);
-	EXPECT_EQ(EventRing(8).capacity(), 8u);
+	EXPECT_EQ(EventBuffer().capacity(), mrsync::kDefaultEventEntries);
+	EXPECT_EQ(EventBuffer(0).capacity(), mrsync::kDefaultEventEntries);
+	EXPECT_EQ(EventBuffer(8).capacity(), 8u);
 }
 
-TEST(EventRing, GenerationIsAloneOnItsCacheLine)
+TEST(EventBuffer, GenerationIsAloneOnItsCacheLine)
 {
-	EventRing ring;
+	EventBuffer ring;
 	EXPECT_EQ(reinterpret_cast<std::uintptr_t>(ring.generation()) % 64, 0u);
-	EXPECT_GE(sizeof(EventRing), 128u);
+	EXPECT_GE(sizeof(EventBuffer), 128u);
 }
 
-TEST(EventRing, AppendThenDrainKeepsOrder)
+TEST(EventBuffer, AppendThenDrainKeepsOrder)
 {
-	EventRing ring(16);
+	EventBuffer ring(16);
 	ring.append(page(3));
 	ring.append(page(1));
 	ring.append(page(2));
@@ -51,9 +51,9 @@ TEST(EventRing, AppendThenDrainKeepsOrder)
 	EXPECT_TRUE(out.empty());
 }
 
-TEST(EventRing, GenerationMovesAfterEveryAppendAndOncePerBatch)
+TEST(EventBuffer, GenerationMovesAfterEveryAppendAndOncePerBatch)
 {
-	EventRing ring(16);
+	EventBuffer ring(16);
 	const std::uint64_t g0 = ring.load_generation();
 	ring.append(page(0));
 	EXPECT_EQ(ring.load_generation(), g0 + 1);
@@ -66,9 +66,9 @@ TEST(EventRing, GenerationMovesAfterEveryAppendAndOncePerBatch)
 	EXPECT_EQ(ring.load_generation(), g0 + 2) << "draining must not move the generation";
 }
 
-TEST(EventRing, TouchingRangesCoalesceWithTheLastOne)
+TEST(EventBuffer, TouchingRangesCoalesceWithTheLastOne)
 {
-	EventRing ring(16);
+	EventBuffer ring(16);
 	ring.append({0x1000, 0x2000});
 	ring.append({0x2000, 0x3000}); // adjacent
 	ring.append({0x0800, 0x1800}); // overlapping
@@ -80,9 +80,9 @@ TEST(EventRing, TouchingRangesCoalesceWithTheLastOne)
 	EXPECT_EQ(ring.stats().appended, 4u);
 }
 
-TEST(EventRing, OverflowIsCountedAndReportedOnce)
+TEST(EventBuffer, OverflowIsCountedAndReportedOnce)
 {
-	EventRing ring(4);
+	EventBuffer ring(4);
 	const std::uint64_t g0 = ring.load_generation();
 	for (std::uint64_t i = 0; i < 7; ++i)
 		ring.append(page(i));
@@ -102,9 +102,9 @@ TEST(EventRing, OverflowIsCountedAndReportedOnce)
 	EXPECT_EQ(ring.stats().overflows, 1u);
 }
 
-TEST(EventRing, AnnounceMovesGenerationAndDrainWaitsForPublish)
+TEST(EventBuffer, AnnounceMovesGenerationAndDrainWaitsForPublish)
 {
-	EventRing ring(16);
+	EventBuffer ring(16);
 	const std::uint64_t g0 = ring.load_generation();
 	ring.announce();
 	EXPECT_NE(ring.load_generation(), g0) << "announce must move the generation first";
@@ -126,9 +126,9 @@ TEST(EventRing, AnnounceMovesGenerationAndDrainWaitsForPublish)
 	EXPECT_EQ(out, (Ranges{page(4), page(5)}));
 }
 
-TEST(EventRing, AnnouncementNeverPublishedBecomesAnOverflow)
+TEST(EventBuffer, AnnouncementNeverPublishedBecomesAnOverflow)
 {
-	EventRing ring(16);
+	EventBuffer ring(16);
 	ring.append(page(0));
 	ring.announce(); // and never publish (as in a fork child)
 	const auto start = std::chrono::steady_clock::now();
@@ -138,9 +138,9 @@ TEST(EventRing, AnnouncementNeverPublishedBecomesAnOverflow)
 	EXPECT_EQ(out, (Ranges{page(0)}));
 }
 
-TEST(EventRing, EmptyPublishEndsTheAnnouncement)
+TEST(EventBuffer, EmptyPublishEndsTheAnnouncement)
 {
-	EventRing ring(16);
+	EventBuffer ring(16);
 	ring.announce();
 	ring.publish({});
 	const auto start = std::chrono::steady_clock::now();
@@ -152,10 +152,10 @@ TEST(EventRing, EmptyPublishEndsTheAnnouncement)
 // A consumer that sees a generation finds every range appended before it:
 // with one bump per append, after loading generation g0 + n it must have
 // drained at least n ranges in total, in the order they were appended.
-TEST(EventRing, ConcurrentProducerAndConsumer)
+TEST(EventBuffer, ConcurrentProducerAndConsumer)
 {
 	constexpr std::uint64_t kCount = 200000;
-	EventRing ring(1024);
+	EventBuffer ring(1024);
 	const std::uint64_t g0 = ring.load_generation();
 	std::atomic<std::uint64_t> consumed{0};
 
@@ -190,11 +190,11 @@ TEST(EventRing, ConcurrentProducerAndConsumer)
 	EXPECT_EQ(ring.stats().lost, 0u);
 }
 
-TEST(EventRing, ManyProducersLoseNothingUnlessFull)
+TEST(EventBuffer, ManyProducersLoseNothingUnlessFull)
 {
 	constexpr int kThreads = 4;
 	constexpr std::uint64_t kEach = 20000;
-	EventRing ring(kThreads * kEach);
+	EventBuffer ring(kThreads * kEach);
 	std::vector<std::thread> producers;
 	for (int t = 0; t < kThreads; ++t)
 		producers.emplace_back([&ring, t] {
