@@ -189,8 +189,11 @@ uint64_t mrsync_generation(const struct mrsync_ctx *ctx);
 
 /**
  * The words mrsync_generation() sums, for a caller that inlines the check in
- * its own hot path (libmrsync_dpdk's per-lcore cache): sum them with acquire
- * loads. Valid while the context lives, until a fork child rebuilds it.
+ * its own hot path (libmrsync_dpdk's per-lcore cache): mrsync_gen_begin() and
+ * mrsync_gen_retry() (<mrsync/generation.h>). The last one is the context's
+ * own: it moves when the set of words changes (a fork child rebuilding), so
+ * fetch the words again whenever their sum moved. Readable while the context
+ * lives. Takes the context lock.
  * @return how many (at most `max`) were stored, or -EINVAL.
  */
 int mrsync_generation_words(const struct mrsync_ctx *ctx, const uint64_t **words, int max);

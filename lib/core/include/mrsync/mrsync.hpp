@@ -21,9 +21,15 @@ namespace mrsync {
 Driver &driver_of(mrsync_ctx *ctx);
 
 namespace detail {
-inline Error last_error(int rc)
+/* noexcept: Context::get() is. Without memory for the message, the code
+ * alone (an empty string allocates nothing). */
+inline Error last_error(int rc) noexcept
 {
-	return Error{-rc, mrsync_last_error()};
+	try {
+		return Error{-rc, mrsync_last_error()};
+	} catch (...) {
+		return Error{-rc, {}};
+	}
 }
 } // namespace detail
 
