@@ -52,10 +52,6 @@ void set_eal_attached(bool attached) noexcept;
 /* Records a failed core call (rc < 0) for mrsync_dpdk_last_error(); returns rc. */
 extern "C" int mrsync_dpdk_fail_core(int rc, const char *what);
 
-namespace mrsync::dpdk {
-
-} // namespace mrsync::dpdk
-
 /* The attach object; C name because the C header forward-declares it. */
 struct mrsync_dpdk {
 	mrsync_ctx *ctx = nullptr;
