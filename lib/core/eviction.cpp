@@ -99,9 +99,9 @@ Status Context::make_room_locked(std::uint64_t bytes)
 	}
 	reclaim_locked();
 	if (evicted)
-		MRSYNC_LOG(debug, "core", "evicted %u registrations for 0x%" PRIx64 " bytes (%u live, "
-			   "%" PRIu64 " bytes registered)", evicted, bytes, live_regions_,
-			   registered_bytes_);
+		MRSYNC_LOG(debug, "core", "evicted %u registrations to make room for %" PRIu64
+			   " bytes (%u live, %" PRIu64 " bytes registered)", evicted, bytes,
+			   live_regions_, registered_bytes_);
 	if (!over())
 		return {};
 	if (free_slots_.empty() || live_regions_ + 1 > params_.max_regions)

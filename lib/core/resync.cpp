@@ -178,9 +178,9 @@ Status Context::resync_locked()
 				pages += (o.end - o.start) / entry_size_;
 		}
 	Status fenced = u.finish();
-	MRSYNC_LOG(debug, "core", "resync: %zu ranges drained%s, %zu registrations, %" PRIu64
-		   " entries invalidated", drained_count, overflow ? " (ring overflow: all)" : "",
-		   work.size(), pages);
+	MRSYNC_LOG(debug, "core", "resync: %zu ranges reported%s; %" PRIu64 " entries of %zu "
+		   "registrations invalidated (re-pinned by the next lookup)", drained_count,
+		   overflow ? " and lost (ring overflow): everything" : "", pages, work.size());
 	if (backings_->stale_bytes() > params_.compact_threshold ||
 	    backings_->count() > driver_->caps().max_backings / 2)
 		compact_locked();
