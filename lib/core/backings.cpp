@@ -101,6 +101,15 @@ std::size_t Backings::release_unused() noexcept
 	return released;
 }
 
+bool Backings::release_pending() noexcept
+{
+	std::erase_if(unused_, [this](BackingId id) {
+		auto it = entries_.find(id);
+		return it == entries_.end() || it->second.used;
+	});
+	return !unused_.empty();
+}
+
 std::vector<BackingId> Backings::with_stale_bytes() const
 {
 	std::vector<BackingId> ids;

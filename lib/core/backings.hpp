@@ -47,6 +47,10 @@ public:
 	 *  that followed the maps which removed their last uses. */
 	std::size_t release_unused() noexcept;
 
+	/** Whether some backing no translation uses waits for release_unused()
+	 *  (forgets the candidates used again meanwhile). */
+	bool release_pending() noexcept;
+
 	/** Backings that pin bytes no translation uses. */
 	std::vector<BackingId> with_stale_bytes() const;
 	bool has_stale_bytes(BackingId id) const;

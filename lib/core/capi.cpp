@@ -61,7 +61,8 @@ Context *impl(mrsync_ctx *ctx)
 		return finish(impl(ctx)->get_slow(reinterpret_cast<std::uint64_t>(addr), len, access,
 						  *out));
 	} catch (const std::bad_alloc &) {
-		return fail(ENOMEM, "out of memory in the slow path");
+		last_error.clear(); /* no message: it would need memory */
+		return -ENOMEM;
 	}
 }
 

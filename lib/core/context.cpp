@@ -61,6 +61,10 @@ Status check_params(const mrsync_params &p)
 	return {};
 }
 
+int current_tid() { return static_cast<int>(syscall(SYS_gettid)); }
+
+} // namespace
+
 Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entry_size,
 					     const void *arg)
 {
@@ -117,10 +121,6 @@ Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t &ma
 	}
 	return sources;
 }
-
-int current_tid() { return static_cast<int>(syscall(SYS_gettid)); }
-
-} // namespace
 
 SourceConfig source_config(const mrsync_params &params)
 {
@@ -198,13 +198,11 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 	ctx->holes_ok_ = (*driver)->caps().holes_ok;
 	ctx->driver_ = std::move(driver.value());
 	ctx->backings_.emplace(*ctx->driver_);
-	ctx->sources_ = std::move(sources.value());
-	ctx->nsources_ = static_cast<std::uint32_t>(ctx->sources_.size());
-	for (std::uint32_t i = 0; i < ctx->nsources_; ++i) {
-		ctx->gen_[i] = ctx->sources_[i]->generation();
-		ctx->seen_[i].store(__atomic_load_n(ctx->gen_[i], __ATOMIC_ACQUIRE));
-	}
+	ctx->source_mask_ = kinds;
+	ctx->adopt_sources(std::move(sources.value()));
+	ctx->seen_.store(mrsync_gen_begin(ctx->words_, ctx->checked_words_));
 	fork_guard_add(ctx.get());
+	ctx->log_choice("created");
 	return ctx;
 }
 
@@ -216,12 +214,37 @@ Context::~Context()
 		driver_->abandon();
 		backings_->abandon();
 	}
-	for (std::uint32_t i = 0; i < slab_size_; ++i)
-		if (slab_[i].state != Region::State::free)
-			free_region_locked(slab_[i]);
-	if (!forked_)
-		(void)driver_->fence();
+	{
+		Update u(*this);
+		for (std::uint32_t i = 0; i < slab_size_; ++i)
+			if (slab_[i].state != Region::State::free)
+				free_region_locked(u, slab_[i]);
+		if (forked_)
+			u.abandon(); /* the parent's device: nothing to fence */
+	}
 	backings_.reset(); /* unpins what is left, before the driver goes */
+}
+
+void Context::log_choice(const char *what) const
+{
+	if (!log_enabled(LogLevel::info))
+		return;
+	std::string names;
+	for (const auto &source : sources_)
+		names += (names.empty() ? "" : "+") + std::string(source->name());
+	MRSYNC_LOG(info, "core", "context %" PRIu64 " %s: driver '%s', entry size %" PRIu64
+		   ", event sources %s%s", id_, what, std::string(driver_->name()).c_str(),
+		   entry_size_, names.c_str(), check_generations_ ? "" : " (generation checks off)");
+}
+
+void Context::adopt_sources(std::vector<std::unique_ptr<EventSource>> sources) noexcept
+{
+	sources_ = std::move(sources);
+	nsources_ = static_cast<std::uint32_t>(sources_.size());
+	checked_words_ = check_generations_ ? nsources_ : 0;
+	for (std::uint32_t i = 0; i < nsources_; ++i)
+		words_[i] = sources_[i]->generation();
+	words_[nsources_] = &fork_base_;
 }
 
 Status Context::validate_request(std::uint64_t addr, std::uint64_t len,
@@ -247,19 +270,15 @@ Status Context::validate_request(std::uint64_t addr, std::uint64_t len,
 
 std::uint64_t Context::generation() const noexcept
 {
-	std::uint64_t sum = __atomic_load_n(&fork_base_, __ATOMIC_ACQUIRE);
-	for (std::uint32_t i = 0; i < nsources_; ++i)
-		sum += __atomic_load_n(gen_[i], __ATOMIC_ACQUIRE);
-	return sum;
+	return mrsync_gen_begin(words_, nsources_ + 1);
 }
 
 int Context::generation_words(const std::uint64_t **words, int max) const noexcept
 {
-	int n = 0;
-	for (std::uint32_t i = 0; i < nsources_ && n < max; ++i)
-		words[n++] = gen_[i];
-	if (__atomic_load_n(&fork_base_, __ATOMIC_ACQUIRE) && n < max)
-		words[n++] = &fork_base_;
+	/* Under the lock: a fork child's rebuild swaps the sources' words. */
+	std::lock_guard guard(lock_);
+	const int n = std::min(max, int(nsources_ + 1));
+	std::copy_n(words_, std::max(n, 0), words);
 	return n;
 }
 
@@ -279,11 +298,7 @@ int Context::for_each_region(void (*fn)(void *, const mrsync_region_info *), voi
 
 bool Context::generations_moved() const noexcept
 {
-	for (std::uint32_t i = 0; i < nsources_; ++i)
-		if (__atomic_load_n(gen_[i], __ATOMIC_ACQUIRE) !=
-		    seen_[i].load(std::memory_order_relaxed))
-			return true;
-	return false;
+	return mrsync_gen_retry(words_, checked_words_, seen_.load(std::memory_order_relaxed));
 }
 
 ThreadState &Context::thread_state_locked()

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <mrsync/driver.hpp>
+#include <mrsync/generation.h>
 #include <mrsync/mrsync.h>
 #include <mrsync/source.hpp>
 
@@ -25,6 +26,7 @@
 #include "range_set.hpp"
 #include "region.hpp"
 #include "thread_state.hpp"
+#include "updater.hpp"
 #include "va_table.hpp"
 
 namespace mrsync::detail {
@@ -33,6 +35,15 @@ inline constexpr std::uint32_t kMaxSources = 4;
 
 /* What the context asks of every source it opens (also after fork). */
 SourceConfig source_config(const mrsync_params &params);
+
+/* The driver called `name` ("uring" when null), if usable here. */
+Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entry_size,
+					     const void *arg);
+
+/* The sources of `mask` (MRSYNC_SOURCE_*); 0 picks the kernel module when
+ * its device exists, userfaultfd otherwise, and says which in `mask`. */
+Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t &mask,
+							       const SourceConfig &config);
 
 /* Counters the slow path keeps under the context lock. */
 struct SlowStats {
@@ -53,11 +64,11 @@ public:
 	[[gnu::always_inline]] bool get_fast(std::uint64_t addr, std::uint64_t len,
 					     std::uint32_t access, mrsync_reg &out) noexcept
 	{
-		if (check_generations_) [[likely]]
-			for (std::uint32_t i = 0; i < nsources_; ++i)
-				if (__atomic_load_n(gen_[i], __ATOMIC_ACQUIRE) !=
-				    seen_[i].load(std::memory_order_relaxed)) [[unlikely]]
-					return false;
+		/* read_retry against what the last resync applied (no words
+		 * when generation checks are off: both sides are then 0). */
+		if (mrsync_gen_retry(words_, checked_words_, seen_.load(std::memory_order_relaxed)))
+			[[unlikely]]
+			return false;
 		ThreadState *ts = tls_slots[0].state;
 		if (tls_slots[0].ctx_id != id_) [[unlikely]]
 			return false;
@@ -135,9 +146,10 @@ public:
 	Status resync();
 	Result<int> compact();
 	mrsync_stats stats();
-	/** mrsync_generation(): the sum of the source generations. */
+	/** mrsync_generation(): mrsync_gen_begin() over generation_words(). */
 	std::uint64_t generation() const noexcept;
-	/** mrsync_generation_words(). */
+	/** mrsync_generation_words(): the sources' words, then the context's
+	 *  own (fork_base_), which moves whenever the set of words changes. */
 	int generation_words(const std::uint64_t **words, int max) const noexcept;
 	/** mrsync_for_each_region(). */
 	int for_each_region(void (*fn)(void *, const mrsync_region_info *), void *arg);
@@ -148,11 +160,14 @@ public:
 	 *  the generation, so the child's can start above it. */
 	void note_fork() noexcept { generation_at_fork_ = generation(); }
 	/** Fork child: invalidate every cached translation (the driver's
-	 *  objects belong to the parent); the next slow path rebuilds. */
+	 *  objects belong to the parent) and move the generation past every
+	 *  value the parent showed; the next slow path rebuilds. */
 	void mark_forked() noexcept;
 	std::mutex &lock() noexcept { return lock_; }
 
 private:
+	friend class Update; /* the driver sequence: updater.hpp */
+
 	explicit Context(const mrsync_params &params, VaTable table);
 
 	/* Who asks for pages, which decides what may be pinned for it: a lookup
@@ -160,42 +175,47 @@ private:
 	 * cache), so it never pins a page another registration left invalid --
 	 * that page may be changing right now (docs/design.md, "Pin guards"). */
 	enum class Want { lookup, hint };
+	/* What building a registration does with memory no source vouches for
+	 * or that is not mapped: a new one fails; a fork child's rebuild
+	 * leaves it invalid (lookups say why). */
+	enum class Unpinnable { fail, invalid };
 
 	/* context.cpp */
 	Status validate_request(std::uint64_t addr, std::uint64_t len, std::uint32_t access) const;
+	ThreadState &thread_state_locked();
+	bool generations_moved() const noexcept;
+	void adopt_sources(std::vector<std::unique_ptr<EventSource>> sources) noexcept;
+	void log_choice(const char *what) const;
+
+	/* lookup.cpp */
 	Status slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t access, Want want,
 			 mrsync_reg *out);
-	ThreadState &thread_state_locked();
 	Region *find_locked(std::uint64_t addr, std::uint64_t len, std::uint32_t access);
 	Result<Region *> create_region_locked(std::uint64_t addr, std::uint64_t len,
 					      std::uint32_t access, Want want);
+	Status build_region_locked(Update &u, Region &r, std::uint32_t access, Want want,
+				   Unpinnable unpinnable);
 	Result<std::vector<std::uint64_t>> watch_locked(std::uint64_t start, std::uint64_t size);
 	void unwatch_locked(std::span<const std::uint64_t> handles) noexcept;
 	std::vector<Range> unsettled_locked(std::uint64_t start, std::uint64_t end) const;
-	Result<std::vector<Extent>> pin_except_locked(std::uint64_t start, std::uint64_t size,
-						      std::span<const Range> skip);
 	void claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to);
 	Status serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want);
-	Status serve_or_retire_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want);
-	Status hint_locked(Region &r, std::uint64_t addr, std::uint64_t len);
-	Status repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len);
-	bool generations_moved() const noexcept;
+	Status serve_or_retire_locked(Update &u, Region &r, std::uint64_t addr, std::uint64_t len,
+				      Want want);
+	Status hint_locked(Update &u, Region &r, std::uint64_t addr, std::uint64_t len);
+	Status repin_invalid_locked(Update &u, Region &r, std::uint64_t addr, std::uint64_t len);
 	std::vector<Region *> overlapping_locked(std::uint64_t start, std::uint64_t end);
 
 	/* resync.cpp */
 	Status resync_locked();
 	Status prepare_pin_locked(std::span<const std::uint64_t> watches, Range range);
-	Status prepare_pin_locked(const Region &r, Range range);
-	Status repin_locked(Region &r, std::span<const Range> offsets);
-	void invalidate_locked(Region &r, std::span<const Range> offsets);
-	void retire_after_map_failure_locked(Region &r, const Error &why);
-	Status apply_locked(Region &r, std::uint64_t offset, std::uint64_t len,
-			    std::span<const Extent> extents);
-	Status fence_and_release_locked();
-	void report_key_change_locked(const Region &r, Keys old_keys, Keys new_keys);
-	void unpublish_locked(Region &r, std::span<const Extent> extents);
-	void publish_locked(Region &r, std::span<const Extent> extents);
+	Status repin_locked(Update &u, Region &r, std::span<const Range> offsets);
+	void invalidate_locked(Update &u, Region &r, std::span<const Range> offsets);
+
+	/* compaction.cpp */
 	std::size_t compact_locked();
+
+	/* fork_rebuild.cpp */
 	Status rebuild_after_fork_locked();
 
 	/* eviction.cpp */
@@ -203,27 +223,34 @@ private:
 	void retire_locked(Region &r);
 	std::int64_t holds_locked(const Region &r) const;
 	void reclaim_locked();
-	void free_region_locked(Region &r);
+	void free_region_locked(Update &u, Region &r);
 
 	/* Read by the hit path; written only under the lock. */
 	const std::uint64_t id_;
 	std::uint32_t nsources_ = 0;
+	/* The words the hit path checks: nsources_, or 0 when generation
+	 * checks are off (MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK). */
+	std::uint32_t checked_words_ = 0;
 	const bool check_generations_;
 	/* Slow path only: false under MRSYNC_CTX_F_TEST_UNGUARDED_PINS. */
 	const bool guarded_;
-	const std::uint64_t *gen_[kMaxSources] = {};
-	std::atomic<std::uint64_t> seen_[kMaxSources] = {};
+	/* The sources' generation words, then &fork_base_ (generation_words()). */
+	const std::uint64_t *words_[kMaxSources + 1] = {};
+	/* mrsync_gen_begin() over the checked words, as the last resync applied
+	 * them; ~0 in a fork child until it rebuilds. */
+	std::atomic<std::uint64_t> seen_{0};
 	VaTable table_;
 	std::unique_ptr<Region[]> slab_;
 	const std::uint32_t slab_size_;
 
-	/* Slow path, under lock_. */
-	std::mutex lock_;
+	/* Slow path, under lock_ (mutable: generation_words() takes it). */
+	mutable std::mutex lock_;
 	mrsync_params params_;
 	std::uint64_t entry_size_;
 	bool holes_ok_ = true; /* DriverCaps::holes_ok */
 	std::unique_ptr<Driver> driver_;
 	std::vector<std::unique_ptr<EventSource>> sources_;
+	std::uint32_t source_mask_ = 0; /* MRSYNC_SOURCE_* of sources_, for a fork child */
 	std::vector<std::unique_ptr<EventSource>> abandoned_sources_; /* fork: gen_ may still point in */
 	std::optional<Backings> backings_;
 	std::map<std::pair<std::uint64_t, std::uint32_t>, Region *> index_; /* by start, slot */
@@ -237,15 +264,19 @@ private:
 	std::unordered_map<int, ThreadState *> thread_by_tid_;
 	SlowStats stats_;
 	bool forked_ = false;
-	/* Fork: the child's new sources count from 0, so its generation adds
-	 * what the parent showed at fork + 1 (a value once seen never comes
-	 * back); 0 until a fork child rebuilds. Read without the lock. */
 	/* Changes reported before they complete, by a source that cannot tell
 	 * when they end (userfaultfd's MADV_DONTNEED: reported before the zap),
 	 * and not pinned by a lookup since. A pin of these is trusted only for a
 	 * lookup that needs the page now: hints and re-pins nobody asked for
 	 * leave them alone (docs/design.md, "Pin guards"). Entry-aligned. */
 	RangeSet unsettled_;
+	/* Fork: the child's new sources count from 0, so the context's own
+	 * word, summed with theirs, jumps past every value the parent showed
+	 * (a value once seen never comes back): at the fork (mark_forked) and
+	 * again when the child switches to its own sources' words (the
+	 * rebuild), which tells callers holding the old words to re-fetch
+	 * them. 0 until a fork. Written under the lock (or in the child's
+	 * fork handler), read without it. */
 	std::uint64_t generation_at_fork_ = 0;
 	std::uint64_t fork_base_ = 0;
 };

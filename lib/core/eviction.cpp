@@ -5,7 +5,8 @@
  * retired (unlinked from the page table). Retired regions are freed once a
  * reader barrier has passed and no thread holds them; until then they stay in
  * the index, so resyncs keep their translations current for their holders.
- * Context lock held throughout. */
+ * Freeing destroys the device registration in an Update, whose fence comes
+ * before its backings are unpinned. Context lock held throughout. */
 #include <cinttypes>
 
 #include <mrsync/log.hpp>
@@ -41,31 +42,30 @@ void Context::reclaim_locked()
 	/* After this, a reader that took a hold on a retired region is either
 	 * visible in the hold sums or has seen the unlink and backs off. */
 	synchronize_readers();
-	std::erase_if(retired_, [this](Region *r) {
+	Update u(*this);
+	const std::size_t before = retired_.size();
+	std::erase_if(retired_, [&](Region *r) {
 		if (holds_locked(*r) != 0)
 			return false;
-		free_region_locked(*r);
+		free_region_locked(u, *r);
 		return true;
 	});
-	(void)fence_and_release_locked();
+	(void)u.finish();
+	MRSYNC_LOG(debug, "core", "reclaimed %zu retired registrations, %zu still held",
+		   before - retired_.size(), retired_.size());
 }
 
-void Context::free_region_locked(Region &r)
+void Context::free_region_locked(Update &u, Region &r)
 {
-	if (r.state == Region::State::live)
-		table_.replace(r.begin_va(), r.end_va(), &r, nullptr);
 	if (r.state == Region::State::live) {
+		table_.replace(r.begin_va(), r.end_va(), &r, nullptr);
 		--live_regions_;
 		registered_bytes_ -= r.size.load();
 	}
-	if (!forked_) {
-		driver_->destroy(r.current_keys());
+	u.destroy(r, forked_);
+	if (!forked_)
 		for (std::size_t i = 0; i < r.watches.size() && i < sources_.size(); ++i)
 			sources_[i]->unwatch(r.watches[i]);
-	}
-	r.translation->for_each_backing(
-		[this](BackingId b, std::uint64_t n) { backings_->unuse(b, n); });
-	r.translation.reset();
 	r.watches.clear();
 	index_.erase({r.begin_va(), r.slot});
 	r.state = Region::State::free;
@@ -82,6 +82,7 @@ Status Context::make_room_locked(std::uint64_t bytes)
 	if (!over())
 		return {};
 	reclaim_locked(); /* retired regions whose holders are gone */
+	std::uint32_t evicted = 0;
 	/* Two sweeps: the first may only clear reference bits. */
 	for (std::uint32_t step = 0; step < 2 * slab_size_ && over(); ++step) {
 		Region &r = slab_[clock_hand_];
@@ -94,8 +95,13 @@ Status Context::make_room_locked(std::uint64_t bytes)
 			continue;
 		retire_locked(r);
 		++stats_.evictions;
+		++evicted;
 	}
 	reclaim_locked();
+	if (evicted)
+		MRSYNC_LOG(debug, "core", "evicted %u registrations to make room for %" PRIu64
+			   " bytes (%u live, %" PRIu64 " bytes registered)", evicted, bytes,
+			   live_regions_, registered_bytes_);
 	if (!over())
 		return {};
 	if (free_slots_.empty() || live_regions_ + 1 > params_.max_regions)

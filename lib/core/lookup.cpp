@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The slow path of a lookup or hint: find the registration that covers the
- * request, or create one (watch, then pin); re-pin what the request needs;
- * and the pin guards that keep every pin current (docs/design.md, "Pin
- * guards"). Context lock held throughout, but for get_slow/hint/put. */
+ * request, or create one (watch, vouch, then pin: build_region_locked, which
+ * the fork rebuild uses too); re-pin what the request needs; and the pin
+ * guards that keep every pin current (docs/design.md, "Pin guards"). The
+ * device steps go through an Update (updater.hpp). Context lock held
+ * throughout, but for get_slow/hint/put. */
 #include "context.hpp"
 
 #include <algorithm>
@@ -110,31 +112,6 @@ std::vector<Range> Context::unsettled_locked(std::uint64_t start, std::uint64_t 
 	return unsettled_.intersect({start, end});
 }
 
-Result<std::vector<Extent>> Context::pin_except_locked(std::uint64_t start, std::uint64_t size,
-						       std::span<const Range> skip)
-{
-	std::vector<Extent> extents;
-	std::uint64_t at = start;
-	auto pin_to = [&](std::uint64_t end) -> Status {
-		if (at >= end)
-			return {};
-		auto part = backings_->pin(start, at, end - at, Backings::Holes::fail);
-		if (!part)
-			return std::move(part).error();
-		extents.insert(extents.end(), part->begin(), part->end());
-		return {};
-	};
-	for (const Range &s : skip) {
-		if (auto ok = pin_to(s.start); !ok)
-			return std::move(ok).error();
-		extents.push_back({s.start - start, s.end - s.start, kNoBacking});
-		at = s.end;
-	}
-	if (auto ok = pin_to(start + size); !ok)
-		return std::move(ok).error();
-	return extents;
-}
-
 void Context::claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to)
 {
 	/* The registration takes the slots of its valid pages in [from, to);
@@ -152,6 +129,45 @@ void Context::claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to
 	}
 }
 
+Status Context::build_region_locked(Update &u, Region &r, std::uint32_t access, Want want,
+				    Unpinnable unpinnable)
+{
+	/* Watch before pinning: a change between the two is then reported; a
+	 * source then vouches that no change of the range is in progress and
+	 * that it sees every later one (the sequence-then-retry idiom of
+	 * mmu_interval_notifier; the retry is the generation check of the
+	 * caller). Memory no source vouches for is not pinned: serving it would
+	 * be a lost write waiting for the first change nobody reports. */
+	const std::uint64_t start = r.begin_va(), size = r.size.load(std::memory_order_relaxed);
+	const bool fail = unpinnable == Unpinnable::fail;
+	auto watches = watch_locked(start, size);
+	if (!watches && fail)
+		return std::move(watches).error();
+	r.watches = watches ? std::move(*watches) : std::vector<std::uint64_t>(sources_.size(), 0);
+	const auto give_up = [&](Error why) {
+		unwatch_locked(r.watches);
+		r.watches.clear();
+		return why;
+	};
+	std::vector<Range> skip;
+	Status vouched = watches ? prepare_pin_locked(r.watches, {start, start + size})
+				 : Status(std::move(watches).error());
+	if (!vouched && fail)
+		return give_up(std::move(vouched).error());
+	if (!vouched)
+		skip = {{start, start + size}}; /* all invalid */
+	else if (want == Want::hint && guarded_)
+		skip = unsettled_locked(start, start + size);
+	for (const Range &s : skip)
+		if (fail && !mapped_read_write(s))
+			return give_up(not_mapped(s.start, s.end - s.start));
+	if (auto ok = u.create(r, access, skip, fail ? Backings::Holes::fail
+						     : Backings::Holes::invalidate);
+	    !ok)
+		return give_up(std::move(ok).error());
+	return {};
+}
+
 Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t len,
 					       std::uint32_t access, Want want)
 {
@@ -160,63 +176,21 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 	if (auto ok = make_room_locked(size); !ok)
 		return std::move(ok).error();
 	Region &r = slab_[free_slots_.back()];
-
-	/* Watch before pinning: a change between the two is then reported; a
-	 * source then vouches that no change of the range is in progress and
-	 * that it sees every later one (the sequence-then-retry idiom of
-	 * mmu_interval_notifier; the retry is the generation check of the
-	 * caller). Memory no source vouches for is refused: serving it would be
-	 * a lost write waiting for the first change nobody reports. */
-	auto watches = watch_locked(start, size);
-	if (!watches)
-		return std::move(watches).error();
-	if (auto vouched = prepare_pin_locked(*watches, {start, start + size}); !vouched) {
-		unwatch_locked(*watches);
-		if (vouched.error().code == EFAULT)
-			return not_mapped(addr, len);
-		return std::move(vouched).error();
-	}
-	std::vector<Range> skip;
-	if (want == Want::hint && guarded_)
-		skip = unsettled_locked(start, start + size);
-	for (const Range &s : skip)
-		if (!mapped_read_write(s)) {
-			unwatch_locked(*watches);
-			return not_mapped(addr, len);
-		}
-	auto extents = pin_except_locked(start, size, skip);
-	Keys keys;
-	if (extents) {
-		Translation t(size);
-		t.replace(0, size, *extents, [](BackingId, std::uint64_t) {});
-		if (auto k = driver_->create(start, size, access, t.extents()); k) {
-			keys = *k;
-			r.translation.emplace(std::move(t));
-		} else {
-			extents = std::move(k).error();
-		}
-	}
-	if (!extents) {
-		unwatch_locked(*watches);
-		(void)fence_and_release_locked(); /* nothing maps what we pinned */
-		if (extents.error().code == EFAULT)
-			return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
-						      ") is not mapped, or not entirely (%s)",
-						      addr, len, extents.error().message.c_str()));
-		return std::move(extents).error();
-	}
-	for (const auto &e : *extents)
-		if (e.backing != kNoBacking)
-			backings_->use(e.backing, e.length);
-
-	free_slots_.pop_back();
-	r.watches = std::move(*watches);
-	r.state = Region::State::live;
+	/* Not reachable yet: no page-table slot and no index entry. */
 	r.start.store(start, std::memory_order_relaxed);
 	r.size.store(size, std::memory_order_relaxed);
+	Update u(*this);
+	if (auto built = build_region_locked(u, r, access, want, Unpinnable::fail); !built) {
+		if (built.error().code != EFAULT)
+			return std::move(built).error();
+		return make_error(EFAULT, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
+					      ") is not mapped, or not entirely (%s)",
+					      addr, len, built.error().message.c_str()));
+	}
+
+	free_slots_.pop_back();
+	r.state = Region::State::live;
 	r.access.store(access, std::memory_order_relaxed);
-	r.keys.store(pack_keys(keys), std::memory_order_relaxed);
-	r.has_invalid.store(r.translation->invalid_bytes() != 0, std::memory_order_relaxed);
 	r.referenced.store(1, std::memory_order_relaxed);
 	index_.emplace(std::pair{start, r.slot}, &r);
 	max_region_size_ = std::max(max_region_size_, size);
@@ -228,7 +202,8 @@ Result<Region *> Context::create_region_locked(std::uint64_t addr, std::uint64_t
 	return &r;
 }
 
-Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_t len)
+Status Context::repin_invalid_locked(Update &u, Region &r, std::uint64_t addr,
+				     std::uint64_t len)
 {
 	const std::uint64_t start = r.begin_va();
 	const std::uint64_t from = align_down(addr, entry_size_) - start;
@@ -236,7 +211,7 @@ Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_
 	const auto runs = r.translation->invalid_runs(from, to - from);
 	if (runs.empty())
 		return {};
-	Status repinned = repin_locked(r, runs);
+	Status repinned = repin_locked(u, r, runs);
 	if (r.state != Region::State::live || !r.translation->invalid_runs(addr - start, len).empty())
 		return repinned ? Status(not_mapped(addr, len)) : repinned;
 	return {};
@@ -245,7 +220,7 @@ Status Context::repin_invalid_locked(Region &r, std::uint64_t addr, std::uint64_
 /* A hint re-pins the invalid pages of its range, but none whose change may
  * still be in progress (unsettled_); it still says, as a lookup would, when
  * part of its range is not mapped (read-write) now. */
-Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
+Status Context::hint_locked(Update &u, Region &r, std::uint64_t addr, std::uint64_t len)
 {
 	const std::uint64_t base = r.begin_va();
 	const std::uint64_t from = align_down(addr, entry_size_), to = align_up(addr + len, entry_size_);
@@ -257,7 +232,7 @@ Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
 		for (const Range &run : subtract(invalid, unsettled_locked(from, to)))
 			settled.push_back({run.start - base, run.end - base});
 		if (!settled.empty())
-			(void)repin_locked(r, settled);
+			(void)repin_locked(u, r, settled);
 		if (r.state != Region::State::live)
 			return {};
 	}
@@ -271,7 +246,8 @@ Status Context::hint_locked(Region &r, std::uint64_t addr, std::uint64_t len)
  * @return ESTALE when `r` was retired to make way for a new registration. */
 Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want)
 {
-	Status ok = serve_or_retire_locked(r, addr, len, want);
+	Update u(*this);
+	Status ok = serve_or_retire_locked(u, r, addr, len, want);
 	/* A device that refused the new translation (a page unmapped after we
 	 * pinned it but before the driver took it, whose event we have not
 	 * drained yet) got its region retired: the caller starts over and a
@@ -282,12 +258,13 @@ Status Context::serve_locked(Region &r, std::uint64_t addr, std::uint64_t len, W
 	return ok;
 }
 
-Status Context::serve_or_retire_locked(Region &r, std::uint64_t addr, std::uint64_t len, Want want)
+Status Context::serve_or_retire_locked(Update &u, Region &r, std::uint64_t addr,
+				       std::uint64_t len, Want want)
 {
 	if (want == Want::hint && guarded_)
-		return hint_locked(r, addr, len);
+		return hint_locked(u, r, addr, len);
 	if (holes_ok_)
-		return repin_invalid_locked(r, addr, len);
+		return repin_invalid_locked(u, r, addr, len);
 	/* The driver serves a registration only without holes (one MR covers
 	 * it): all of them are re-pinned -- unless some outside the request may
 	 * still be changing (unsettled_), which only a lookup that needs them
@@ -305,9 +282,9 @@ Status Context::serve_or_retire_locked(Region &r, std::uint64_t addr, std::uint6
 	/* The request's own pages first: if they cannot be had, the lookup
 	 * fails with their reason; if only the rest cannot, a new registration
 	 * covers the request. */
-	if (auto ok = repin_invalid_locked(r, addr, len); !ok)
+	if (auto ok = repin_invalid_locked(u, r, addr, len); !ok)
 		return ok;
-	if (!repin_invalid_locked(r, base, r.size.load()))
+	if (!repin_invalid_locked(u, r, base, r.size.load()))
 		return retired();
 	return {};
 }

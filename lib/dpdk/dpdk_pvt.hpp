@@ -55,10 +55,6 @@ int mrsync_dpdk_fail(int code, const char *message) noexcept;
 /* Records a failed core call (rc < 0) for mrsync_dpdk_last_error(); returns rc. */
 int mrsync_dpdk_fail_core(int rc, const char *what) noexcept;
 
-namespace mrsync::dpdk {
-
-} // namespace mrsync::dpdk
-
 /* The attach object; C name because the C header forward-declares it. */
 struct mrsync_dpdk {
 	mrsync_ctx *ctx = nullptr;

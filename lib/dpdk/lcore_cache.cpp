@@ -9,14 +9,6 @@
 
 namespace {
 
-std::uint64_t sum_words(const mrsync_dpdk_lcore &c)
-{
-	std::uint64_t g = 0;
-	for (std::uint32_t i = 0; i < c.nwords; ++i)
-		g += __atomic_load_n(c.words[i], __ATOMIC_ACQUIRE);
-	return g;
-}
-
 void drop(mrsync_dpdk_lcore_entry &e, mrsync_ctx *ctx)
 {
 	if (e.reg.region)
@@ -62,13 +54,20 @@ int mrsync_dpdk_lookup_slow(struct mrsync_dpdk_lcore *c, const void *addr, size_
 	c->misses++;
 	md->hint_new_memory();
 
-	/* Read the generation *before* mrsync_get(): whatever changes after
-	 * this load moves the sum again and the next lookup refills. */
-	const std::uint64_t g = sum_words(*c);
-	if (g != c->generation) {
+	/* read_begin *before* mrsync_get(): whatever changes after it moves
+	 * the sum again and the next lookup refills. When the words moved,
+	 * they are fetched again with the new value: a fork child's context
+	 * swaps its sources' words (and moves its own word, the last, past
+	 * every old sum, so the old words always show the move). */
+	if (mrsync_gen_retry(c->words, c->nwords, c->generation)) {
 		mrsync_dpdk_lcore_flush(c);
 		c->flushes++;
-		c->generation = g;
+		if (md->check_generations) {
+			const int n = mrsync_generation_words(md->ctx, c->words,
+							      MRSYNC_DPDK_MAX_GEN_WORDS);
+			c->nwords = n > 0 ? std::uint32_t(n) : 0;
+		}
+		c->generation = mrsync_gen_begin(c->words, c->nwords);
 	}
 	const auto a = reinterpret_cast<std::uint64_t>(addr);
 	const mrsync::Range want = md->cache_range(a, len);

@@ -10,7 +10,14 @@
 //
 //  InvalidAtFork: a page whose entry is invalid at fork (DONTNEED + touch) is
 //  COW-shared; the parent's next lookup must pin its own copy.
+//
+//  WordsHeldAcrossFork: a cache in front of mrsync_get() that holds the
+//  generation words (libmrsync_dpdk's lcore cache) sees them move at the fork
+//  and again when the child rebuilds, and the child's words, fetched again,
+//  sum above everything the parent showed and move on the child's changes.
 #include <sys/wait.h>
+
+#include <mrsync/generation.h>
 
 #include <atomic>
 #include <chrono>
@@ -265,6 +272,62 @@ TEST(Fork, GenerationNeverGoesBack)
 		    "first lookup\n",
 		    stale::source_name(), (unsigned long long)before, (unsigned long long)after);
 	EXPECT_GE(after, before) << "the generation went back in the fork child";
+}
+
+TEST(Fork, WordsHeldAcrossFork)
+{
+	auto ctx = open();
+	ASSERT_TRUE(ctx) << ctx.error().message;
+	Mapping area(4 * kPage);
+	ASSERT_TRUE(area);
+	Tally t;
+	write_check(*ctx, area.at(0), 4 * kPage, t, 1);
+	ASSERT_TRUE(remap_fresh(area.at(kPage), kPage));
+	write_check(*ctx, area.at(0), 4 * kPage, t, 2);
+	const std::uint64_t *words[4];
+	const int n = mrsync_generation_words(ctx->c_handle(), words, 4);
+	ASSERT_GT(n, 1);
+	const std::uint64_t seq = mrsync_gen_begin(words, std::uint32_t(n));
+	struct Report {
+		bool moved_at_fork, moved_at_rebuild, fetched_above, change_seen;
+	};
+	int fds[2];
+	ASSERT_EQ(pipe(fds), 0);
+	const pid_t pid = fork();
+	if (pid == 0) {
+		Report r{};
+		r.moved_at_fork = mrsync_gen_retry(words, std::uint32_t(n), seq);
+		const std::uint64_t at_fork = mrsync_gen_begin(words, std::uint32_t(n));
+		mrsync_reg reg;
+		if (mrsync_get(ctx->c_handle(), area.at(0), kPage, MRSYNC_ACCESS_LOCAL_WRITE, &reg) == 0)
+			mrsync_put(ctx->c_handle(), &reg);
+		r.moved_at_rebuild = mrsync_gen_retry(words, std::uint32_t(n), at_fork);
+		const std::uint64_t *mine[4];
+		const int m = mrsync_generation_words(ctx->c_handle(), mine, 4);
+		const std::uint64_t fresh = mrsync_gen_begin(mine, std::uint32_t(std::max(m, 0)));
+		r.fetched_above = m > 1 && fresh > seq && fresh > at_fork;
+		/* The child's own sources report its changes (userfaultfd's
+		 * monitor may take a moment to publish). */
+		if (remap_fresh(area.at(2 * kPage), kPage))
+			for (int i = 0; i < 1000 && !r.change_seen; ++i) {
+				r.change_seen = mrsync_gen_retry(mine, std::uint32_t(m), fresh);
+				if (!r.change_seen)
+					std::this_thread::sleep_for(std::chrono::milliseconds(1));
+			}
+		(void)!write(fds[1], &r, sizeof r);
+		_exit(0);
+	}
+	close(fds[1]);
+	Report r{};
+	ASSERT_EQ(read(fds[0], &r, sizeof r), static_cast<ssize_t>(sizeof r));
+	close(fds[0]);
+	waitpid(pid, nullptr, 0);
+	EXPECT_TRUE(r.moved_at_fork) << "the parent's words did not move at the fork: a cache "
+					"holding the parent's keys would keep them";
+	EXPECT_TRUE(r.moved_at_rebuild) << "the old words did not move when the child switched "
+					   "to its own sources' words";
+	EXPECT_TRUE(r.fetched_above) << "the child's words sum to a value seen before";
+	EXPECT_TRUE(r.change_seen) << "the child's words did not move on the child's change";
 }
 
 } // namespace

@@ -6,6 +6,8 @@
 
 #include <vector>
 
+#include <mrsync/generation.h>
+
 #include "support/soft_hca.hpp"
 
 namespace mrsync::test {
@@ -36,16 +38,18 @@ TEST(CallerCache, GenerationIsStableAcrossHitsAndMovesOnEveryChange)
 	EXPECT_GE(mrsync_generation(ctx.c_handle()), after_remap);
 	EXPECT_EQ(mrsync_generation(nullptr), 0u);
 
-	/* The words a caller inlines (with acquire loads, as mrsync.h says)
-	 * add up to the same value. */
+	/* The words a caller inlines (mrsync_gen_begin, as mrsync.h says) add
+	 * up to the same value: the source's, then the context's own, which
+	 * stays 0 until a fork. */
 	const std::uint64_t *words[4];
 	const int n = mrsync_generation_words(ctx.c_handle(), words, 4);
-	ASSERT_EQ(n, 1);
+	ASSERT_EQ(n, 2);
+	EXPECT_EQ(__atomic_load_n(words[1], __ATOMIC_ACQUIRE), 0u);
 	const std::uint64_t low = mrsync_generation(ctx.c_handle());
-	const std::uint64_t word = __atomic_load_n(words[0], __ATOMIC_ACQUIRE);
-	EXPECT_LE(low, word);
-	EXPECT_LE(word, mrsync_generation(ctx.c_handle()));
-	EXPECT_GE(word, after_remap);
+	const std::uint64_t sum = mrsync_gen_begin(words, std::uint32_t(n));
+	EXPECT_LE(low, sum);
+	EXPECT_LE(sum, mrsync_generation(ctx.c_handle()));
+	EXPECT_GE(sum, after_remap);
 	EXPECT_EQ(mrsync_generation_words(ctx.c_handle(), nullptr, 4), -EINVAL);
 }
 

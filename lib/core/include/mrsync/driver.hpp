@@ -1,13 +1,30 @@
 /* SPDX-License-Identifier: MIT */
 /**
  * @file
- * The driver contract (DESIGN.md, "The driver contract"): a driver owns the
+ * The driver contract (docs/design.md, "The driver contract"): a driver owns the
  * device's translation table, the core owns the policy.
  *
  * A registration's translation is a list of extents (offset, length -> backing),
  * like a KLM list. A backing is a pinned unit (an io_uring slot, a chunk MR).
- * The core calls, in this order and never otherwise:
- *   pin(new pages) -> map(registration, extents) -> fence() -> unpin(replaced)
+ * One owner in the core (lib/core/updater.hpp) makes every change, in this
+ * order and never otherwise:
+ *   pin(new pages) -> create/map(registration, extents) -> fence() -> unpin(replaced)
+ *
+ * Which operation does which steps:
+ *  - a lookup that creates a registration, or covers entries that are
+ *    invalid, pins the pages and creates/maps them (no fence is due: nothing
+ *    valid was replaced);
+ *  - a resync pins nothing. An event may arrive before its change is complete
+ *    (the kernel module reports at invalidate_range_start, userfaultfd reports
+ *    MADV_DONTNEED before the zap), so a pin taken then could take the very
+ *    pages being replaced. It maps the changed entries to kNoBacking (the
+ *    device must refuse DMA there), fences, and unpins the backings nobody
+ *    uses any more; the next lookup that covers them re-pins the new pages
+ *    (docs/design.md, "Pin guards");
+ *  - compaction pins the current pages of valid entries again, maps, fences,
+ *    unpins the old backings; eviction destroys, fences, unpins;
+ *  - a fork child abandons everything and creates afresh.
+ * Every pin is preceded by an event source's prepare_pin() (source.hpp).
  *
  * Thread safety: the core serialises every call below under its context lock.
  * A driver's own data path (DMA submission) may run concurrently with map() and
@@ -87,8 +104,11 @@ public:
 	virtual Result<Keys> create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
 				    std::span<const Extent> translation) = 0;
 
-	/** Replaces a registration's whole translation. Returns its keys: the
-	 *  same ones when caps().keys_survive_map. */
+	/** Replaces a registration's whole translation (extents may be
+	 *  kNoBacking: the device must refuse DMA there from now on). Returns
+	 *  its keys: the same ones when caps().keys_survive_map. On failure the
+	 *  device keeps the old translation and the core retires the
+	 *  registration. */
 	virtual Result<Keys> map(Keys keys, std::span<const Extent> translation) = 0;
 
 	/** Destroys a registration. No DMA may use its keys afterwards. */

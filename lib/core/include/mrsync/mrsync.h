@@ -65,9 +65,10 @@ enum mrsync_source_kind {
 	MRSYNC_SOURCE_DPDK = 1u << 3,
 };
 
-/** What a resync tells the application when a driver could not keep a
- *  registration's keys (DriverCaps::keys_survive_map is false): its peers
- *  must be told the new rkey. */
+/** What the cache tells the application when a driver could not keep a
+ *  registration's keys (DriverCaps::keys_survive_map is false) across a
+ *  device map -- a resync's invalidation, or the re-pin of a later lookup:
+ *  its peers must be told the new rkey. */
 struct mrsync_key_change {
 	uint64_t addr;     /**< start of the registered area */
 	uint64_t length;   /**< its length */
@@ -75,8 +76,9 @@ struct mrsync_key_change {
 	uint32_t new_lkey, new_rkey;
 };
 
-/** Called under the context lock, on the thread that runs the resync: it must
- *  not call back into this context (queue the change and act on it later). */
+/** Called under the context lock, on the thread whose resync or lookup
+ *  mapped the registration: it must not call back into this context (queue
+ *  the change and act on it later). */
 typedef void (*mrsync_key_change_fn)(void *arg, const struct mrsync_key_change *change);
 
 enum mrsync_ctx_flags {
@@ -207,8 +209,11 @@ uint64_t mrsync_generation(const struct mrsync_ctx *ctx);
 
 /**
  * The words mrsync_generation() sums, for a caller that inlines the check in
- * its own hot path (libmrsync_dpdk's per-lcore cache): sum them with acquire
- * loads. Valid while the context lives, until a fork child rebuilds it.
+ * its own hot path (libmrsync_dpdk's per-lcore cache): mrsync_gen_begin() and
+ * mrsync_gen_retry() (<mrsync/generation.h>). The last one is the context's
+ * own: it moves when the set of words changes (a fork child rebuilding), so
+ * fetch the words again whenever their sum moved. Readable while the context
+ * lives. Takes the context lock.
  * @return how many (at most `max`) were stored, or -EINVAL.
  */
 int mrsync_generation_words(const struct mrsync_ctx *ctx, const uint64_t **words, int max);

@@ -39,6 +39,7 @@
 #include <rte_common.h>
 #include <rte_mbuf.h>
 
+#include <mrsync/generation.h>
 #include <mrsync/mrsync.h>
 
 #ifdef __cplusplus
@@ -158,9 +159,7 @@ void mrsync_dpdk_lcore_flush(struct mrsync_dpdk_lcore *c);
 static inline int mrsync_dpdk_lookup(struct mrsync_dpdk_lcore *c, const void *addr, size_t len,
 				     struct mrsync_dpdk_key *out)
 {
-	uint64_t g = 0;
-	for (uint32_t i = 0; i < c->nwords; ++i)
-		g += __atomic_load_n(c->words[i], __ATOMIC_ACQUIRE);
+	const uint64_t g = mrsync_gen_begin(c->words, c->nwords);
 	c->lookups++;
 	if (likely(g == c->generation)) {
 		const uint64_t a = (uint64_t)(uintptr_t)addr;
@@ -196,9 +195,7 @@ static inline int mrsync_dpdk_mbuf_lkeys(struct mrsync_dpdk_lcore *c, struct rte
 {
 	int rc = 0;
 again:;
-	uint64_t g = 0;
-	for (uint32_t i = 0; i < c->nwords; ++i)
-		g += __atomic_load_n(c->words[i], __ATOMIC_ACQUIRE);
+	const uint64_t g = mrsync_gen_begin(c->words, c->nwords);
 	const uint64_t flushes = c->flushes;
 	const int current = g == c->generation;
 	/* The entry the previous mbuf hit, in registers: the stores to lkeys[]
