@@ -134,7 +134,9 @@ TEST(EventBuffer, AnnouncementNeverPublishedBecomesAnOverflow)
 	const auto start = std::chrono::steady_clock::now();
 	Ranges out;
 	EXPECT_TRUE(ring.drain(out)) << "a lost announcement means: resync everything";
-	EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+	/* A hang bound, not a speed target: drain gives up on the announcement
+	 * after its own timeout; under ASan on a loaded machine that took 5.8 s. */
+	EXPECT_LT(std::chrono::steady_clock::now() - start, 60s);
 	EXPECT_EQ(out, (Ranges{page(0)}));
 }
 
