@@ -37,7 +37,7 @@ void mrsync_dpdk_lcore_flush(struct mrsync_dpdk_lcore *c)
 	if (!c || !c->md)
 		return;
 	for (std::uint32_t i = 0; i < c->n; ++i)
-		drop(c->e[i], c->md->ctx);
+		drop(c->entries[i], c->md->ctx);
 	c->n = 0;
 	c->next_victim = 0;
 }
@@ -80,9 +80,9 @@ int mrsync_dpdk_lookup_slow(struct mrsync_dpdk_lcore *c, const void *addr, size_
 		return mrsync_dpdk_fail_core(rc, "lookup");
 	mrsync_dpdk_lcore_entry *e;
 	if (c->n < MRSYNC_DPDK_LCORE_ENTRIES) {
-		e = &c->e[c->n++];
+		e = &c->entries[c->n++];
 	} else {
-		e = &c->e[c->next_victim];
+		e = &c->entries[c->next_victim];
 		c->next_victim = (c->next_victim + 1) % MRSYNC_DPDK_LCORE_ENTRIES;
 		drop(*e, md->ctx);
 	}

@@ -99,7 +99,7 @@ struct mrsync_dpdk_lcore {
 	uint32_t next_victim;
 	uint32_t lcore_id;
 	struct mrsync_dpdk *md;
-	struct mrsync_dpdk_lcore_entry e[MRSYNC_DPDK_LCORE_ENTRIES];
+	struct mrsync_dpdk_lcore_entry entries[MRSYNC_DPDK_LCORE_ENTRIES]; /**< n in use */
 } __rte_cache_aligned;
 
 /**
@@ -164,7 +164,7 @@ static inline int mrsync_dpdk_lookup(struct mrsync_dpdk_lcore *c, const void *ad
 	if (likely(g == c->generation)) {
 		const uint64_t a = (uint64_t)(uintptr_t)addr;
 		for (uint32_t i = 0; i < c->n; ++i) {
-			const struct mrsync_dpdk_lcore_entry *e = &c->e[i];
+			const struct mrsync_dpdk_lcore_entry *e = &c->entries[i];
 			if (a - e->start < e->len && len <= e->len - (a - e->start)) {
 				*out = e->key;
 				return 0;
@@ -203,9 +203,9 @@ again:;
 	uint64_t lo = 1, hi = 0;
 	uint32_t lkey = 0;
 	if (likely(current && c->n)) {
-		lo = c->e[0].start;
-		hi = lo + c->e[0].len;
-		lkey = c->e[0].key.lkey;
+		lo = c->entries[0].start;
+		hi = lo + c->entries[0].len;
+		lkey = c->entries[0].key.lkey;
 	}
 	for (uint16_t k = 0; k < n; ++k) {
 		const uint64_t a = (uint64_t)(uintptr_t)pkts[k]->buf_addr;
@@ -217,12 +217,12 @@ again:;
 		uint32_t i = 0;
 		if (likely(current))
 			for (; i < c->n; ++i)
-				if (a >= c->e[i].start && end <= c->e[i].start + c->e[i].len)
+				if (a >= c->entries[i].start && end <= c->entries[i].start + c->entries[i].len)
 					break;
 		if (likely(current && i < c->n)) {
-			lo = c->e[i].start;
-			hi = lo + c->e[i].len;
-			lkey = lkeys[k] = c->e[i].key.lkey;
+			lo = c->entries[i].start;
+			hi = lo + c->entries[i].len;
+			lkey = lkeys[k] = c->entries[i].key.lkey;
 			continue;
 		}
 		struct mrsync_dpdk_key key;
