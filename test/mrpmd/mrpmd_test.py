@@ -26,6 +26,18 @@ def final_line(out):
     return {k: (float(v) if re.fullmatch(r"[0-9.]+", v) else v) for k, v in fields.items()}
 
 
+def catches_sigint(pid):
+    """Whether the process has a handler for SIGINT (SigCgt of /proc/PID/status)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)) != 0
+    except OSError:
+        pass
+    return False
+
+
 def fail(why):
     print("FAIL:", why)
     sys.exit(1)
@@ -113,6 +125,11 @@ elif CASE == "prompt":
 elif CASE == "sigint":
     p = subprocess.Popen([MRPMD] + EAL + ["--", "--hca=none"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
+    # SIGINT before mrpmd installs its handler (EAL init takes seconds on a
+    # loaded machine) would just kill it: wait until /proc says it catches it.
+    deadline = time.monotonic() + 60
+    while not catches_sigint(p.pid) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(2.0)
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=30)
