@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file
+ * The mlx5 driver: stable rkeys on ConnectX NICs (docs/mlx5.md).
+ * Pass a struct mrsync_mlx5_params as mrsync_params.driver_arg with
+ * driver = "mlx5" (or NULL: the driver opens $MRSYNC_MLX5_DEVICE or the first
+ * mlx5 device itself, with DEVX and its own protection domain).
+ *
+ * A registration's key is an indirect mkey addressed by virtual address; its
+ * entries point at per-window child keys whose KLM entries point at chunk MRs.
+ * A resync rewrites one child's list with one inline UMR and waits for the
+ * UMR's completion (the fence) before the replaced chunks are deregistered:
+ * the lkey/rkey never change and DMA to untouched pages is never disturbed.
+ *
+ * The driver adopts the application's DEVX context and PD: its QPs must be
+ * created in `pd`, since the keys belong to that PD. With both NULL the driver
+ * opens its own (useful only to programs that post through it, such as
+ * test/hw/mlx5).
+ * Errors as in mrsync.h: -errno and mrsync_last_error().
+ */
+#ifndef MRSYNC_MLX5_H
+#define MRSYNC_MLX5_H
+
+#include <stdint.h>
+
+#include <mrsync/mrsync.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default)
+
+struct ibv_context;
+struct ibv_pd;
+
+struct mrsync_mlx5_params {
+	uint32_t struct_size;          /**< sizeof(struct mrsync_mlx5_params) */
+	uint32_t fence_timeout_ms;     /**< bound of the UMR completion wait; 0 = 30 000 */
+	struct ibv_context *context;   /**< opened with mlx5dv_open_device(DEVX); NULL = own */
+	struct ibv_pd *pd;             /**< the PD of the keys, in context; NULL = own */
+	const char *device;            /**< with context NULL: device name; NULL = first mlx5 */
+};
+
+#define MRSYNC_MLX5_PARAMS_INIT {.struct_size = sizeof(struct mrsync_mlx5_params)}
+
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
+
+#endif

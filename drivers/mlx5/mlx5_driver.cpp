@@ -1,0 +1,420 @@
+/* SPDX-License-Identifier: MIT */
+/* The mlx5 driver logic (mlx5_driver.hpp): backings are chunk MRs,
+ * registrations are two-level indirect keys rewritten by UMR. */
+#include "mlx5_driver.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+
+#include <mrsync/log.hpp>
+#include <mrsync/mrsync.h>
+
+#include "format.hpp"
+
+namespace mrsync::mlx5 {
+
+using ::mrsync::detail::fmt;
+
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+/* parent -> child -> leaf, and a hole's child entry -> the poison key */
+constexpr std::uint32_t kDepthNeeded = 3;
+constexpr std::uint32_t kMaxBackings = 1u << 20;
+constexpr unsigned kMaxRecoveries = 3;
+
+} // namespace
+
+Mlx5Driver::Mlx5Driver(std::unique_ptr<Device> device, const DeviceCaps &caps,
+		       const DriverOptions &options) noexcept
+	: device_(std::move(device)), dev_caps_(caps), options_(options)
+{
+}
+
+Result<std::unique_ptr<Mlx5Driver>> Mlx5Driver::create(std::unique_ptr<Device> device,
+						       const DriverOptions &options)
+{
+	if (!device)
+		return make_error(EINVAL, "mlx5: no device");
+	if (options.min_window < kPage || options.min_window & (options.min_window - 1) ||
+	    options.min_window > kMaxKlmBytes)
+		return make_error(EINVAL, fmt("mlx5: min_window %" PRIu64 " is not a power of two "
+					      "in [4 KiB, 2 GiB]", options.min_window));
+	auto caps = device->query_caps();
+	if (!caps)
+		return std::move(caps).error();
+	const char *missing = nullptr;
+	if (caps->umr_indirect_mkey_disabled)
+		missing = "umr_indirect_mkey_disabled is set (UMR may not configure indirect keys)";
+	else if (caps->max_indirection < kDepthNeeded)
+		missing = "max_indirection below 3 (parent, child, poison key of a hole)";
+	else if (caps->umr_max_klms < 4)
+		missing = "a UMR holds fewer than 4 KLMs";
+	if (missing)
+		return make_error(EOPNOTSUPP, fmt("mlx5 on %s: %s", std::string(device->name()).c_str(),
+						  missing));
+	std::unique_ptr<Mlx5Driver> d(new Mlx5Driver(std::move(device), *caps, options));
+	/* Never configured: a KLM naming it fails the access. */
+	auto poison = d->device_->create_mkey(4);
+	if (!poison)
+		return std::move(poison).error();
+	d->poison_ = *poison;
+	return d;
+}
+
+Mlx5Driver::~Mlx5Driver()
+{
+	if (abandoned_)
+		return;
+	(void)wait_outstanding();
+	for (std::uint32_t key : all_keys_)
+		(void)device_->destroy_mkey(key);
+	if (poison_)
+		(void)device_->destroy_mkey(poison_);
+	for (std::size_t i = 0; i < backings_.size(); ++i)
+		if (backings_[i].key)
+			(void)device_->dereg_mr(backings_[i].key);
+}
+
+DriverCaps Mlx5Driver::caps() const noexcept
+{
+	return DriverCaps{.entry_granularity = kPage,
+			  .max_backing_bytes = options_.min_window,
+			  .max_backings = kMaxBackings,
+			  .keys_survive_map = true,
+			  .holes_ok = true};
+}
+
+std::uint64_t Mlx5Driver::window_for(std::uint64_t len) const noexcept
+{
+	std::uint64_t w = options_.min_window;
+	while ((len + w - 1) / w > dev_caps_.umr_max_klms)
+		w *= 2;
+	return w;
+}
+
+Result<BackingId> Mlx5Driver::pin(std::uint64_t va, std::uint64_t len)
+{
+	if (len == 0 || va % kPage || len % kPage || len > options_.min_window)
+		return make_error(EINVAL, fmt("mlx5 pin [%#" PRIx64 ", +%#" PRIx64 "): not page-aligned, "
+					      "empty or above the %" PRIu64 "-byte window",
+					      va, len, options_.min_window));
+	/* Remote rights on the leaf too: whether the hardware checks them
+	 * behind an indirect key is one of test/hw/mlx5's findings. */
+	auto mr = device_->reg_mr(va, len, MRSYNC_ACCESS_ALL);
+	if (!mr)
+		return std::move(mr).error();
+	BackingId id;
+	if (!free_backings_.empty()) {
+		id = free_backings_.back();
+		free_backings_.pop_back();
+		backings_[id] = *mr;
+	} else {
+		id = BackingId(backings_.size());
+		backings_.push_back(*mr);
+	}
+	return id;
+}
+
+void Mlx5Driver::unpin(BackingId backing) noexcept
+{
+	if (abandoned_ || backing >= backings_.size() || !backings_[backing].key)
+		return;
+	if (auto st = device_->dereg_mr(backings_[backing].key); !st)
+		MRSYNC_LOG(error, "mlx5", "dereg of chunk MR %#x: %s", backings_[backing].key,
+			   st.error().message.c_str());
+	backings_[backing] = {};
+	free_backings_.push_back(backing);
+}
+
+Status Mlx5Driver::check_translation(const Reg &reg, std::span<const Extent> translation) const
+{
+	std::uint64_t expect = 0;
+	for (const Extent &e : translation) {
+		if (e.offset != expect || e.length == 0 || e.length % kPage ||
+		    e.length > reg.len - expect)
+			return make_error(EINVAL, fmt("mlx5 translation: extent at %#" PRIx64 "+%#" PRIx64
+						      " is not sorted, contiguous and page-sized within "
+						      "%#" PRIx64 " bytes", e.offset, e.length, reg.len));
+		expect += e.length;
+		if (e.backing == kNoBacking)
+			continue;
+		const MrHandle *mr = e.backing < backings_.size() ? &backings_[e.backing] : nullptr;
+		const std::uint64_t va = reg.va + e.offset;
+		if (!mr || !mr->key || va < mr->addr || va + e.length > mr->addr + mr->len)
+			return make_error(EINVAL, fmt("mlx5 translation: extent at %#" PRIx64 " names "
+						      "backing %u, which is not pinned there",
+						      e.offset, e.backing));
+	}
+	if (expect != reg.len)
+		return make_error(EINVAL, fmt("mlx5 translation covers %#" PRIx64 " of %#" PRIx64 " bytes",
+					      expect, reg.len));
+	return {};
+}
+
+/* Window w's KLMs: each extent piece is a sub-range of its chunk MR (the
+ * splice), a hole names the poison key; neighbours in one MR, or two holes,
+ * merge into one entry. */
+Result<std::vector<Klm>> Mlx5Driver::window_list(const Reg &reg, std::size_t w,
+						 std::span<const Extent> translation) const
+{
+	const std::uint64_t ws = w * reg.window, we = std::min(reg.len, ws + reg.window);
+	std::vector<Klm> list;
+	for (const Extent &e : translation) {
+		const std::uint64_t from = std::max(ws, e.offset), to = std::min(we, e.offset + e.length);
+		if (from >= to)
+			continue;
+		Klm k{poison_, 0, std::uint32_t(to - from)};
+		if (e.backing != kNoBacking)
+			k = {backings_[e.backing].key, reg.va + from, std::uint32_t(to - from)};
+		if (!list.empty()) {
+			Klm &p = list.back();
+			const bool joins = p.key == k.key && (k.key == poison_ || p.addr + p.len == k.addr);
+			if (joins && std::uint64_t(p.len) + k.len <= kMaxKlmBytes) {
+				p.len += k.len;
+				continue;
+			}
+		}
+		list.push_back(k);
+	}
+	if (list.size() > dev_caps_.umr_max_klms)
+		return make_error(ENOSPC, fmt("mlx5: window %zu of the registration at %#" PRIx64 " needs "
+					      "%zu KLMs, one UMR holds %u: compaction is due",
+					      w, reg.va, list.size(), dev_caps_.umr_max_klms));
+	return list;
+}
+
+Result<std::uint32_t> Mlx5Driver::take_key()
+{
+	if (quarantine_.size() > options_.quarantine) {
+		const std::uint32_t key = quarantine_.front();
+		quarantine_.pop_front();
+		stats_.keys_reused++;
+		return key;
+	}
+	auto key = device_->create_mkey(std::uint16_t(dev_caps_.umr_max_klms));
+	if (!key)
+		return key;
+	all_keys_.push_back(*key);
+	stats_.keys_created++;
+	return key;
+}
+
+Status Mlx5Driver::post(UmrSpec spec, std::vector<Klm> klms)
+{
+	spec.qpn = dev_caps_.umr_qpn;
+	spec.wqe_index = pi_;
+	spec.small_fence = !options_.test_no_small_fence;
+	spec.signaled = true;
+	const std::vector<std::byte> wqe = build_umr(spec, klms);
+	const std::uint64_t wr = next_wr_++;
+	Status st = device_->post_wqe(wqe, wr);
+	if (!st && st.error().code == ENOMEM) {
+		/* The SQ is full: let it drain, then try once more. */
+		if (auto drained = wait_outstanding(); !drained)
+			return drained;
+		spec.wqe_index = pi_;
+		st = device_->post_wqe(build_umr(spec, klms), wr);
+	}
+	if (!st)
+		return st;
+	pi_ = std::uint16_t(pi_ + wqe.size() / 64);
+	stats_.umrs++;
+	stats_.umr_klms += klms.size();
+	stats_.umr_bytes += wqe.size();
+	outstanding_.emplace(wr, Posted{spec, std::move(klms)});
+	return {};
+}
+
+Status Mlx5Driver::post_list(std::uint32_t key, std::uint64_t start, std::uint64_t len,
+			     std::uint32_t access, std::vector<Klm> klms)
+{
+	/* The length in 64 bits from the entries: rdma-core 44 summed it in an
+	 * int (umr_sg_list_create), wrong from 2 GiB on. */
+	UmrSpec spec{.mkey = key, .access = access, .start_addr = start, .len = len};
+	return post(spec, std::move(klms));
+}
+
+Status Mlx5Driver::post_invalidate(std::uint32_t key)
+{
+	return post(UmrSpec{.mkey = key, .invalidate = true}, {});
+}
+
+/* The fence: every posted UMR's completion, within the bounded wait. An
+ * error completion puts the QP in ERR and flushes the rest; once all are
+ * in, recover() re-posts the failed and flushed ones. */
+Status Mlx5Driver::wait_outstanding()
+{
+	const auto deadline = std::chrono::steady_clock::now() + options_.fence_timeout;
+	std::vector<std::uint64_t> failed;
+	unsigned recoveries = 0;
+	Cqe cqes[16];
+	while (!outstanding_.empty()) {
+		const std::size_t n = device_->poll(cqes);
+		for (std::size_t i = 0; i < n; ++i) {
+			if (cqes[i].status != kWcSuccess) {
+				if (cqes[i].status != kWcWrFlushErr)
+					MRSYNC_LOG(warning, "mlx5", "UMR completion error %d (vendor %#x): "
+						   "recovering", cqes[i].status, cqes[i].vendor_err);
+				failed.push_back(cqes[i].wr_id);
+				continue;
+			}
+			outstanding_.erase(cqes[i].wr_id);
+		}
+		if (!failed.empty() && failed.size() == outstanding_.size()) {
+			if (++recoveries > kMaxRecoveries)
+				return make_error(EIO, fmt("mlx5: UMRs still fail after %u recoveries; "
+							   "the keys' state is unknown", kMaxRecoveries));
+			if (auto st = recover(std::exchange(failed, {})); !st)
+				return st;
+			continue;
+		}
+		if (n == 0 && std::chrono::steady_clock::now() > deadline)
+			return make_error(ETIMEDOUT, fmt("mlx5 fence: %zu UMR completions missing after "
+							 "%lld ms", outstanding_.size(),
+							 (long long)options_.fence_timeout.count()));
+	}
+	return {};
+}
+
+/* The kernel's pattern (mlx5r_umr_recover): the QP is drained; reset it to
+ * RTS and post again the full list of every key whose UMR failed or was
+ * flushed, in the original order. Until then the old and new leaves both
+ * stay registered (the core unpins only after a fence that succeeded). */
+Status Mlx5Driver::recover(std::vector<std::uint64_t> failed)
+{
+	stats_.recoveries++;
+	if (auto st = device_->reset_qp(); !st)
+		return st;
+	pi_ = 0;
+	std::vector<Posted> again;
+	for (std::uint64_t wr : failed) {
+		auto it = outstanding_.find(wr);
+		if (it == outstanding_.end())
+			continue;
+		again.push_back(std::move(it->second));
+		outstanding_.erase(it);
+	}
+	for (Posted &p : again)
+		if (auto st = post(p.spec, std::move(p.klms)); !st)
+			return st;
+	return {};
+}
+
+Result<Keys> Mlx5Driver::create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
+				std::span<const Extent> translation)
+{
+	Reg reg{.va = va, .len = len, .window = window_for(len), .access = access};
+	if (len == 0 || va % kPage || len % kPage || va + len < va || reg.window > kMaxKlmBytes)
+		return make_error(EINVAL, fmt("mlx5 create [%#" PRIx64 ", +%#" PRIx64 "): empty, not "
+					      "page-aligned, wrapping or above %u windows of 2 GiB",
+					      va, len, dev_caps_.umr_max_klms));
+	if (access & ~std::uint32_t(MRSYNC_ACCESS_ALL))
+		return make_error(EINVAL, fmt("mlx5 create: unknown access bits %#x", access));
+	if (auto st = check_translation(reg, translation); !st)
+		return std::move(st).error();
+	const std::size_t windows = (len + reg.window - 1) / reg.window;
+	for (std::size_t w = 0; w < windows; ++w) {
+		auto list = window_list(reg, w, translation);
+		if (!list)
+			return std::move(list).error();
+		reg.lists.push_back(std::move(*list));
+	}
+	auto parent = take_key();
+	if (!parent)
+		return std::move(parent).error();
+	std::vector<Klm> top;
+	Status st;
+	for (std::size_t w = 0; w < windows && st; ++w) {
+		auto child = take_key();
+		if (!child) {
+			st = std::move(child).error();
+			break;
+		}
+		reg.children.push_back(*child);
+		const std::uint64_t wlen = std::min(reg.window, len - w * reg.window);
+		top.push_back({*child, 0, std::uint32_t(wlen)});
+		st = post_list(*child, 0, wlen, access, reg.lists[w]);
+	}
+	if (st)
+		st = post_list(*parent, va, len, access, std::move(top));
+	if (st)
+		st = wait_outstanding();
+	if (!st) {
+		for (std::uint32_t key : reg.children)
+			quarantine_.push_back(key);
+		quarantine_.push_back(*parent);
+		return std::move(st).error();
+	}
+	regs_.emplace(*parent, std::move(reg));
+	return Keys{*parent, *parent};
+}
+
+Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
+{
+	auto it = regs_.find(keys.lkey);
+	if (it == regs_.end() || keys.rkey != keys.lkey)
+		return make_error(EINVAL, fmt("mlx5 map: unknown keys %#x/%#x", keys.lkey, keys.rkey));
+	Reg &reg = it->second;
+	if (auto st = check_translation(reg, translation); !st)
+		return std::move(st).error();
+	/* Every list first, so that a window over capacity changes nothing. */
+	std::vector<std::pair<std::size_t, std::vector<Klm>>> changed;
+	for (std::size_t w = 0; w < reg.children.size(); ++w) {
+		auto list = window_list(reg, w, translation);
+		if (!list)
+			return std::move(list).error();
+		if (*list != reg.lists[w])
+			changed.emplace_back(w, std::move(*list));
+	}
+	/* Only the windows that changed: one child UMR each, the parent and
+	 * the other children untouched. The fence waits for them. */
+	for (auto &[w, list] : changed) {
+		reg.lists[w] = list;
+		const std::uint64_t wlen = std::min(reg.window, reg.len - w * reg.window);
+		if (auto st = post_list(reg.children[w], 0, wlen, reg.access, std::move(list)); !st)
+			return std::move(st).error();
+	}
+	return keys;
+}
+
+void Mlx5Driver::destroy(Keys keys) noexcept
+{
+	auto node = regs_.extract(keys.lkey);
+	if (!node)
+		return;
+	Reg &reg = node.mapped();
+	/* Free state on every level, so neither the rkey nor a child key
+	 * reaches the leaves the core is about to unpin; then park the keys. */
+	Status st = post_invalidate(keys.lkey);
+	for (std::uint32_t key : reg.children)
+		if (st)
+			st = post_invalidate(key);
+	if (st)
+		st = wait_outstanding();
+	if (!st) {
+		MRSYNC_LOG(error, "mlx5", "invalidating key %#x: %s; its keys are not reused",
+			   keys.lkey, st.error().message.c_str());
+		return;
+	}
+	quarantine_.push_back(keys.lkey);
+	for (std::uint32_t key : reg.children)
+		quarantine_.push_back(key);
+}
+
+Status Mlx5Driver::fence()
+{
+	if (abandoned_)
+		return make_error(ESHUTDOWN, "mlx5 fence: the driver was abandoned (fork child)");
+	if (options_.test_no_fence_wait)
+		return {};
+	return wait_outstanding();
+}
+
+void Mlx5Driver::abandon() noexcept
+{
+	abandoned_ = true;
+	device_->abandon();
+}
+
+} // namespace mrsync::mlx5
