@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <thread>
 
 #include <mrsync/log.hpp>
 #include <mrsync/mrsync.h>
@@ -235,6 +236,16 @@ Status Mlx5Driver::post_list(std::uint32_t key, std::uint64_t start, std::uint64
 	return post(spec, std::move(klms));
 }
 
+/* The parent: VA-based, one entry per window naming its zero-based child. */
+Status Mlx5Driver::post_parent(std::uint32_t key, const Reg &reg)
+{
+	std::vector<Klm> top;
+	for (std::size_t w = 0; w < reg.children.size(); ++w)
+		top.push_back({reg.children[w], 0,
+			       std::uint32_t(std::min(reg.window, reg.len - w * reg.window))});
+	return post_list(key, reg.va, reg.len, reg.access, std::move(top));
+}
+
 Status Mlx5Driver::post_invalidate(std::uint32_t key)
 {
 	return post(UmrSpec{.mkey = key, .invalidate = true}, {});
@@ -269,10 +280,14 @@ Status Mlx5Driver::wait_outstanding()
 				return st;
 			continue;
 		}
-		if (n == 0 && std::chrono::steady_clock::now() > deadline)
+		if (n)
+			continue;
+		if (std::chrono::steady_clock::now() > deadline)
 			return make_error(ETIMEDOUT, fmt("mlx5 fence: %zu UMR completions missing after "
 							 "%lld ms", outstanding_.size(),
 							 (long long)options_.fence_timeout.count()));
+		/* A UMR takes microseconds; the data path keeps the CPU meanwhile. */
+		std::this_thread::yield();
 	}
 	return {};
 }
@@ -323,7 +338,6 @@ Result<Keys> Mlx5Driver::create(std::uint64_t va, std::uint64_t len, std::uint32
 	auto parent = take_key();
 	if (!parent)
 		return std::move(parent).error();
-	std::vector<Klm> top;
 	Status st;
 	for (std::size_t w = 0; w < windows && st; ++w) {
 		auto child = take_key();
@@ -333,11 +347,10 @@ Result<Keys> Mlx5Driver::create(std::uint64_t va, std::uint64_t len, std::uint32
 		}
 		reg.children.push_back(*child);
 		const std::uint64_t wlen = std::min(reg.window, len - w * reg.window);
-		top.push_back({*child, 0, std::uint32_t(wlen)});
 		st = post_list(*child, 0, wlen, access, reg.lists[w]);
 	}
 	if (st)
-		st = post_list(*parent, va, len, access, std::move(top));
+		st = post_parent(*parent, reg);
 	if (st)
 		st = wait_outstanding();
 	if (!st) {
@@ -367,6 +380,9 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 		if (*list != reg.lists[w])
 			changed.emplace_back(w, std::move(*list));
 	}
+	if (options_.test_revoke_on_map && !changed.empty())
+		if (auto st = post_invalidate(keys.lkey); !st)
+			return std::move(st).error();
 	/* Only the windows that changed: one child UMR each, the parent and
 	 * the other children untouched. The fence waits for them. */
 	for (auto &[w, list] : changed) {
@@ -375,6 +391,15 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 		if (auto st = post_list(reg.children[w], 0, wlen, reg.access, std::move(list)); !st)
 			return std::move(st).error();
 	}
+	if (options_.test_revoke_on_map && !changed.empty())
+		if (auto st = post_parent(keys.lkey, reg); !st)
+			return std::move(st).error();
+	/* Wait here too: a lookup that filled holes hands the key out right
+	 * after map() with no fence, and DMA posted then must see the new
+	 * entries. The UMRs still take effect under DMA in flight. */
+	if (!options_.test_no_fence_wait)
+		if (auto st = wait_outstanding(); !st)
+			return std::move(st).error();
 	return keys;
 }
 

@@ -47,6 +47,9 @@ struct DriverOptions {
 	/* TEST ONLY, the negative controls the model must catch: */
 	bool test_no_small_fence = false;  /**< raw WQEs without INITIATOR_SMALL_FENCE */
 	bool test_no_fence_wait = false;   /**< fence() returns without the UMR completions */
+	/** map() revokes the whole key first, as ibv_rereg_mr does on mlx5: DMA
+	 *  to untouched pages is refused meanwhile (the in-flight test's control). */
+	bool test_revoke_on_map = false;
 };
 
 struct DriverStats {
@@ -104,6 +107,7 @@ private:
 	Status post_list(std::uint32_t key, std::uint64_t start, std::uint64_t len,
 			 std::uint32_t access, std::vector<Klm> klms);
 	Status post_invalidate(std::uint32_t key);
+	Status post_parent(std::uint32_t key, const Reg &reg);
 	Status wait_outstanding();
 	Status recover(std::vector<std::uint64_t> failed);
 

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: MIT */
+/* The mlx5 driver under the core (driver "mlx5-model"): a context with the
+ * manual source, real pages remapped under registrations, and RDMA WRITEs
+ * from a peer through the rkey, packet by packet, into the model's pinned
+ * leaves. The verbs suite's scenarios (test/verbs), on the model. */
+#include <atomic>
+#include <thread>
+
+#include <mrsync/mrsync.hpp>
+
+#include "mlx5_test_util.hpp"
+#include "model_driver.hpp"
+
+namespace mrsync::mlx5::test {
+namespace {
+
+constexpr std::size_t kPages = 256;           /* 1 MiB */
+constexpr std::uint64_t kWindow = 16 * kPage; /* 16 windows: small pins, the memlock limit is low */
+
+class DriverTest : public ::testing::Test {
+public: /* stream_during_resyncs() drives it too */
+	void SetUp() override
+	{
+		std::string why;
+		if (!uring::Hca::available(why))
+			GTEST_SKIP() << "io_uring unavailable: " << why;
+		arg.driver.min_window = kWindow;
+		arg.driver.fence_timeout = std::chrono::milliseconds(10'000);
+	}
+	void open()
+	{
+		mrsync_params params = MRSYNC_PARAMS_INIT;
+		params.driver = "mlx5-model";
+		params.driver_arg = &arg;
+		params.sources = MRSYNC_SOURCE_MANUAL;
+		auto c = Context::create(params);
+		ASSERT_TRUE(c) << c.error().message;
+		ctx.emplace(std::move(c).value());
+		ASSERT_TRUE(buf.ok());
+	}
+	Mlx5Model &model() { return model_of(ctx->c_handle()); }
+	Mlx5Driver &driver() { return driver_of_model_ctx(ctx->c_handle()); }
+	Keys keys()
+	{
+		auto r = ctx->get(buf.at(0), kPages * kPage);
+		EXPECT_TRUE(r) << r.error().message;
+		return r ? Keys{r->lkey(), r->rkey()} : Keys{};
+	}
+	/** The application replaces page i and tells mrsync; the next get resyncs. */
+	void change(std::size_t i)
+	{
+		ASSERT_TRUE(buf.remap(i));
+		ASSERT_TRUE(ctx->notify_unmap(buf.at(i), kPage));
+	}
+	int write(std::uint32_t rkey, std::size_t page, std::size_t off, std::span<const std::byte> b)
+	{
+		PeerQp qp;
+		return model().rdma_write(qp, rkey, buf.va(page) + off, b);
+	}
+	bool any_violation(const char *what)
+	{
+		for (const auto &v : model().violations())
+			if (v.find(what) != std::string::npos)
+				return true;
+		return false;
+	}
+
+	ModelDriverArg arg;
+	Pages buf{kPages};
+	std::optional<Context> ctx;
+};
+
+TEST_F(DriverTest, AOnePageChangeIsOneChildUmrAndTheKeysStay)
+{
+	open();
+	const Keys k = keys();
+	ASSERT_NE(k.rkey, 0u);
+	const DriverStats before = driver().stats();
+	change(100);
+	const Keys after = keys(); /* the resync, then the re-pin of page 100 */
+	EXPECT_EQ(after, k);
+	const DriverStats d = driver().stats();
+	/* Invalidate the page (one child UMR), then map its new pin (another):
+	 * the parent and the 15 other children untouched. */
+	EXPECT_EQ(d.umrs - before.umrs, 2u);
+	EXPECT_LE(d.umr_klms - before.umr_klms, 2u * 3);
+	const auto data = pattern(3 * kPage, 11); /* across the changed page */
+	EXPECT_EQ(write(k.rkey, 99, 0, data), kWcSuccess);
+	EXPECT_TRUE(same({buf.at(99), data.size()}, data)) << "a write through the old key was lost";
+	EXPECT_EQ(ctx->stats().key_changes, 0u);
+	EXPECT_TRUE(model().violations().empty()) << model().violations()[0];
+}
+
+/* While resyncs rewrite window 6, a peer streams writes to windows 0 and 7:
+ * every one completes and lands (the verbs driver refuses them or changes
+ * the key). Negative control: a driver that revokes the whole key on map,
+ * as ibv_rereg_mr does on mlx5, fails some. */
+void stream_during_resyncs(DriverTest &t, std::uint64_t &ok, std::uint64_t &refused, bool &lost)
+{
+	const Keys k = t.keys();
+	std::atomic<bool> stop{false}, bad{false};
+	std::atomic<std::uint64_t> good{0}, failed{0};
+	std::thread peer([&] {
+		PeerQp qp;
+		for (unsigned i = 0; !stop.load(); ++i) {
+			const std::size_t page = (i % 2 ? 0 : 7 * 16) + i % 16;
+			const auto data = pattern(2 * kPage, i);
+			const int st = t.model().rdma_write(qp, k.rkey, t.buf.va(page), data);
+			if (st == kWcSuccess) {
+				++good;
+				if (!same({t.buf.at(page), data.size()}, data))
+					bad = true;
+			} else {
+				++failed;
+				qp.error = false; /* reset the requester to RTS */
+			}
+		}
+	});
+	/* Each resync starts while the peer is writing: wait for its progress. */
+	auto progressed = [&](std::uint64_t since) {
+		for (int spin = 0; spin < 100000 && good + failed < since + 2; ++spin)
+			std::this_thread::yield();
+	};
+	for (int round = 0; round < 60; ++round) {
+		progressed(good + failed);
+		t.change(6 * 16 + round % 16);
+		EXPECT_EQ(t.keys(), k);
+	}
+	stop = true;
+	peer.join();
+	ok = good;
+	refused = failed;
+	lost = bad;
+}
+
+TEST_F(DriverTest, InFlightWritesToUntouchedPagesCompleteDuringResyncs)
+{
+	arg.model.apply_percent = 10;
+	open();
+	std::uint64_t ok = 0, refused = 0;
+	bool lost = false;
+	stream_during_resyncs(*this, ok, refused, lost);
+	EXPECT_GT(ok, 0u);
+	EXPECT_EQ(refused, 0u);
+	EXPECT_FALSE(lost);
+	EXPECT_EQ(ctx->stats().key_changes, 0u);
+	EXPECT_TRUE(model().violations().empty());
+}
+
+TEST_F(DriverTest, NegativeControlRevokingTheKeyOnMapRefusesInFlightWrites)
+{
+	arg.driver.test_revoke_on_map = true;
+	arg.model.apply_percent = 10;
+	open();
+	std::uint64_t ok = 0, refused = 0;
+	bool lost = false;
+	stream_during_resyncs(*this, ok, refused, lost);
+	EXPECT_GT(refused, 0u) << ok << " writes, none refused: the test cannot see a revoke";
+}
+
+/* UMR failures (the key left as it was, or free): the fence drains,
+ * resets the QP and re-posts; nothing is lost or misdirected. */
+TEST_F(DriverTest, UmrFailuresAreRecovered)
+{
+	open();
+	const Keys k = keys();
+	int round = 0;
+	for (FaultMode mode : {FaultMode::KeepKey, FaultMode::FreeKey}) {
+		model().inject_umr_failures(1, mode);
+		change(200 + round);
+		ASSERT_EQ(keys(), k);
+		for (std::size_t page : {std::size_t(200 + round), std::size_t(3)}) {
+			const auto data = pattern(kPage, unsigned(page));
+			EXPECT_EQ(write(k.rkey, page, 0, data), kWcSuccess) << "page " << page;
+			EXPECT_TRUE(same(buf.page(page), data)) << "page " << page;
+		}
+		++round;
+	}
+	EXPECT_EQ(driver().stats().recoveries, 2u);
+	EXPECT_EQ(model().stats().umr_errors, 2u);
+	EXPECT_EQ(ctx->stats().key_changes, 0u);
+	EXPECT_TRUE(model().violations().empty());
+}
+
+/* Negative control: a fence that does not wait for the UMR completions
+ * lets the core deregister chunks a key still names. The model catches it. */
+TEST_F(DriverTest, NegativeControlAFenceWithoutTheCompletionIsCaught)
+{
+	arg.driver.test_no_fence_wait = true;
+	arg.model.apply_percent = 5;
+	open();
+	(void)keys();
+	/* A whole chunk changes: its MR loses its last entry and is unpinned
+	 * right after the (non-)fence, while the UMR dropping it is pending. */
+	for (int round = 0; round < 8 && !any_violation("dereg before"); ++round) {
+		const std::size_t first = 16 * (1 + round);
+		for (std::size_t i = first; i < first + 16; ++i)
+			ASSERT_TRUE(buf.remap(i));
+		ASSERT_TRUE(ctx->notify_unmap(buf.at(first), 16 * kPage));
+		(void)keys();
+	}
+	EXPECT_TRUE(any_violation("dereg before"));
+}
+
+/* Negative control: raw WQEs without INITIATOR_SMALL_FENCE. */
+TEST_F(DriverTest, NegativeControlAMissingFenceBitIsCaught)
+{
+	arg.driver.test_no_small_fence = true;
+	open();
+	(void)keys(); /* children, then the parent: the parent lacks the bit */
+	EXPECT_TRUE(any_violation("INITIATOR_SMALL_FENCE"));
+}
+
+TEST_F(DriverTest, AnUnmappedRegistrationRefusesDma)
+{
+	open();
+	const Keys k = keys();
+	ASSERT_TRUE(ctx->notify_unmap(buf.at(0), kPages * kPage));
+	ASSERT_TRUE(ctx->resync());
+	/* Every entry a hole (the poison key): DMA through the key fails. */
+	EXPECT_EQ(write(k.rkey, 0, 0, pattern(64, 1)), kWcRemAccessErr);
+	EXPECT_TRUE(model().violations().empty());
+}
+
+} // namespace
+} // namespace mrsync::mlx5::test
