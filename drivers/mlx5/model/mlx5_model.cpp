@@ -385,6 +385,11 @@ void Mlx5Model::Impl::execute_head()
 		fail_head(kWcGeneralErr);
 		return;
 	}
+	if (options.fault_one_in && rng() % options.fault_one_in == 0) {
+		fault_mode = fault_mode == FaultMode::KeepKey ? FaultMode::FreeKey : FaultMode::KeepKey;
+		fail_head(kWcLocQpOpErr);
+		return;
+	}
 	if (options.umr_validates_leaves && !head.umr.free)
 		for (const Klm &k : head.umr.klms)
 			if (!find(k.key)) {

@@ -50,6 +50,9 @@ struct ModelOptions {
 	std::uint32_t mtu = 4096;
 	/** Chance (percent) that a pending UMR takes effect at each packet or poll. */
 	unsigned apply_percent = 30;
+	/** Fail about one UMR in this many at random (0: only inject_umr_failures),
+	 *  alternating the key left unchanged and left free. */
+	unsigned fault_one_in = 0;
 	/* The hardware unknowns (MLX5.md §5(b)7, settled by test/hw/mlx5). */
 	bool leaf_needs_remote_rights = true; /**< a leaf needs the remote right too */
 	bool tear_per_entry = false;          /**< a packet may straddle a UMR between entries */
