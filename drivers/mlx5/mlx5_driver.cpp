@@ -23,6 +23,11 @@ constexpr std::uint64_t kPage = 4096;
 constexpr std::uint32_t kDepthNeeded = 3;
 constexpr std::uint32_t kMaxBackings = 1u << 20;
 constexpr unsigned kMaxRecoveries = 3;
+/* A chunk MR may straddle windows (its KLMs are sub-ranges). 1 GiB, not the
+ * window: a 64 GiB registration has 2 GiB windows, which 32 MiB chunks would
+ * fill with 64 entries, more than a UMR holds; 1 GiB chunks leave a window
+ * at 2 or 3 entries plus the splices of its changed pages. */
+constexpr std::uint64_t kMaxChunk = 1ull << 30;
 
 } // namespace
 
@@ -80,7 +85,7 @@ Mlx5Driver::~Mlx5Driver()
 DriverCaps Mlx5Driver::caps() const noexcept
 {
 	return DriverCaps{.entry_granularity = kPage,
-			  .max_backing_bytes = options_.min_window,
+			  .max_backing_bytes = kMaxChunk,
 			  .max_backings = kMaxBackings,
 			  .keys_survive_map = true,
 			  .holes_ok = true};
@@ -96,10 +101,9 @@ std::uint64_t Mlx5Driver::window_for(std::uint64_t len) const noexcept
 
 Result<BackingId> Mlx5Driver::pin(std::uint64_t va, std::uint64_t len)
 {
-	if (len == 0 || va % kPage || len % kPage || len > options_.min_window)
+	if (len == 0 || va % kPage || len % kPage || len > kMaxChunk)
 		return make_error(EINVAL, fmt("mlx5 pin [%#" PRIx64 ", +%#" PRIx64 "): not page-aligned, "
-					      "empty or above the %" PRIu64 "-byte window",
-					      va, len, options_.min_window));
+					      "empty or above 1 GiB", va, len));
 	/* Remote rights on the leaf too: whether the hardware checks them
 	 * behind an indirect key is one of test/hw/mlx5's findings. */
 	auto mr = device_->reg_mr(va, len, MRSYNC_ACCESS_ALL);

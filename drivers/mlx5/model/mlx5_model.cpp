@@ -143,6 +143,8 @@ Result<std::unique_ptr<Mlx5Model>> Mlx5Model::create(const ModelOptions &options
 	impl->rng.seed(options.seed);
 	for (std::uint32_t i = kIndices; i-- > 1;)
 		impl->free_indices.push_back(i);
+	if (options.no_memory)
+		return std::unique_ptr<Mlx5Model>(new Mlx5Model(std::move(impl)));
 	auto hca = uring::Hca::create();
 	if (!hca)
 		return std::move(hca).error();
@@ -163,6 +165,17 @@ Result<DeviceCaps> Mlx5Model::query_caps()
 
 Result<MrHandle> Mlx5Model::reg_mr(std::uint64_t va, std::uint64_t len, std::uint32_t access)
 {
+	if (impl_->options.no_memory) {
+		std::lock_guard lock(impl_->mu);
+		auto key = impl_->take_index(Kind::Mr);
+		if (!key)
+			return std::move(key).error();
+		Object &o = impl_->objects[index_of(*key)];
+		o.addr = va;
+		o.len = len;
+		o.access = access;
+		return MrHandle{*key, va, len};
+	}
 	/* Pin and register outside the model lock: it is the slow part, and
 	 * the slot is not reachable by any key before it is in the table. */
 	auto backing = impl_->hca->pin(va, len);
@@ -236,7 +249,7 @@ Status Mlx5Model::dereg_mr(std::uint32_t key)
 		*o = Object{};
 		impl_->free_indices.push_back(index_of(key));
 	}
-	if (gone.kind == Kind::Mr) {
+	if (gone.kind == Kind::Mr && impl_->hca) {
 		/* As the kernel revokes an MR at dereg: no new DMA, and the pages
 		 * are released once in-flight DMA is done (the release tag). */
 		impl_->hca->destroy(Keys{gone.hca_key, gone.hca_key});
@@ -437,7 +450,8 @@ Status Mlx5Model::reset_qp()
 
 void Mlx5Model::abandon() noexcept
 {
-	impl_->hca->abandon();
+	if (impl_->hca)
+		impl_->hca->abandon();
 }
 
 void Mlx5Model::settle()
@@ -541,6 +555,9 @@ int Mlx5Model::Impl::transfer(PeerQp &qp, std::uint32_t rkey, std::uint64_t va, 
 		for (const Piece &p : pieces) {
 			if (!p.leaf) {
 				stats.bytes_discarded += p.len;
+			} else if (!hca) {
+				status = kWcRemAccessErr;
+				break;
 			} else {
 				const std::uint64_t ud = next_ud++;
 				Status st = write ? hca->write(p.leaf->hca_key, p.addr, {buf + at, p.len}, ud)

@@ -53,6 +53,10 @@ struct ModelOptions {
 	/** Fail about one UMR in this many at random (0: only inject_umr_failures),
 	 *  alternating the key left unchanged and left free. */
 	unsigned fault_one_in = 0;
+	/** The benchmark's mode: MRs are bookkeeping only (nothing pinned, no
+	 *  io_uring), so registrations of any size cost no memory; DMA through
+	 *  them is refused. */
+	bool no_memory = false;
 	/* The hardware unknowns (MLX5.md §5(b)7, settled by test/hw/mlx5). */
 	bool leaf_needs_remote_rights = true; /**< a leaf needs the remote right too */
 	bool tear_per_entry = false;          /**< a packet may straddle a UMR between entries */
