@@ -8,6 +8,7 @@
 #include <infiniband/verbs.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -52,6 +53,18 @@ public:
 		if (gid_index_ < 0)
 			{ fail("no RoCE v2 IPv4 GID (is the netdev up with an address?)"); return; }
 		pd_ = ibv_alloc_pd(ctx_);
+		setup();
+	}
+	/** Adopts an open context and PD, which stay the caller's (test/hw/mlx5:
+	 *  the DEVX context whose keys live in that PD). Without a RoCE v2 GID
+	 *  (InfiniBand) it uses GID 0. */
+	Loopback(ibv_context *ctx, ibv_pd *pd) : ctx_(ctx), pd_(pd), owns_(false)
+	{
+		gid_index_ = std::max(0, roce_v2_ipv4_gid(ibv_get_device_name(ctx->device)));
+		setup();
+	}
+	void setup()
+	{
 		cq_ = pd_ ? ibv_create_cq(ctx_, 1024, nullptr, nullptr, 0) : nullptr;
 		if (!cq_)
 			{ fail("pd/cq"); return; }
@@ -78,9 +91,9 @@ public:
 				ibv_destroy_qp(qp);
 		if (cq_)
 			ibv_destroy_cq(cq_);
-		if (pd_)
+		if (pd_ && owns_)
 			ibv_dealloc_pd(pd_);
-		if (ctx_)
+		if (ctx_ && owns_)
 			ibv_close_device(ctx_);
 	}
 	Loopback(const Loopback &) = delete;
@@ -260,6 +273,7 @@ private:
 	std::uint64_t wr_id_ = 0;
 	ibv_wc_status last_status_ = IBV_WC_SUCCESS;
 	bool ok_ = false;
+	bool owns_ = true;
 	std::string error_;
 };
 

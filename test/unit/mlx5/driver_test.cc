@@ -190,13 +190,12 @@ TEST_F(DriverTest, NegativeControlAFenceWithoutTheCompletionIsCaught)
 	arg.model.apply_percent = 5;
 	open();
 	(void)keys();
-	/* A whole chunk changes: its MR loses its last entry and is unpinned
-	 * right after the (non-)fence, while the UMR dropping it is pending. */
+	/* Every page changes: the chunk MR loses its last entry and is unpinned
+	 * right after the (non-)fence, while the UMRs dropping it are pending. */
 	for (int round = 0; round < 8 && !any_violation("dereg before"); ++round) {
-		const std::size_t first = 16 * (1 + round);
-		for (std::size_t i = first; i < first + 16; ++i)
+		for (std::size_t i = 0; i < kPages; ++i)
 			ASSERT_TRUE(buf.remap(i));
-		ASSERT_TRUE(ctx->notify_unmap(buf.at(first), 16 * kPage));
+		ASSERT_TRUE(ctx->notify_unmap(buf.at(0), kPages * kPage));
 		(void)keys();
 	}
 	EXPECT_TRUE(any_violation("dereg before"));
