@@ -35,8 +35,9 @@ int main(int argc, char **argv)
 	if (auto rc = cli::parse({"mlx5-torture", "[options]"}, opts, argc, argv))
 		return *rc;
 	mrsync::mlx5::ModelDriverArg arg;
-	/* Windows of 16 pages: the workload's buffers span several children. */
-	arg.driver.min_window = 64 * 1024;
+	/* Windows of 4 pages: each 16-page buffer spans 4 child keys, and no
+	 * window can fragment past what one UMR holds. */
+	arg.driver.min_window = 16 * 1024;
 	arg.model.fault_one_in = fault_one_in;
 	mrsync_params params = MRSYNC_PARAMS_INIT;
 	params.driver = "mlx5-model";
