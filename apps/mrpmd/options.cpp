@@ -13,7 +13,8 @@ namespace {
 
 const char footer[] =
 	"--nb-cores=N needs N+1 EAL lcores. --hca=uring: the io_uring software HCA moves\n"
-	"every packet's payload; none: lookups only. Interactive commands: start, stop,\n"
+	"every packet's payload; none: lookups only; mlx5: stable rkeys on a ConnectX\n"
+	"(says why not without one). Interactive commands: start, stop,\n"
 	"show port stats all, show fwd stats all, show mrsync stats, clear port stats all,\n"
 	"set fwd <mode> (stopped only), quit, help.\n"
 	"Exit status: 1 when a payload was corrupted (or setup failed), 2 for bad options.\n";
@@ -88,11 +89,11 @@ std::optional<int> parse_options(int argc, char **argv, Options &o)
 		cli::number("txpkt-len", "txonly packet length (64)", o.txpkt_len, 60, 1500),
 		{"txpkts", "X[,Y]*", "testpmd's spelling: txonly segment lengths (sent as one)",
 		 [&o](const char *v) { return txpkts(v, o.txpkt_len); }},
-		{"hca", "DEV", "uring|verbs|none: device the keys are for (uring)",
+		{"hca", "DEV", "uring|verbs|mlx5|none: device the keys are for (uring)",
 		 [&o](const char *v) -> std::optional<std::string> {
 			 const std::string_view hca = v;
-			 if (hca != "uring" && hca != "verbs" && hca != "none")
-				 return std::string("uring, verbs or none");
+			 if (hca != "uring" && hca != "verbs" && hca != "mlx5" && hca != "none")
+				 return std::string("uring, verbs, mlx5 or none");
 			 o.hca = v;
 			 return std::nullopt;
 		 }},
