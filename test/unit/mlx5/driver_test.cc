@@ -4,6 +4,7 @@
  * from a peer through the rkey, packet by packet, into the model's pinned
  * leaves. The verbs suite's scenarios (test/verbs), on the model. */
 #include <atomic>
+#include <cstdio>
 #include <thread>
 
 #include <mrsync/mrsync.hpp>
@@ -131,6 +132,8 @@ void stream_during_resyncs(DriverTest &t, std::uint64_t &ok, std::uint64_t &refu
 	ok = good;
 	refused = failed;
 	lost = bad;
+	std::printf("peer: %llu writes landed, %llu refused, during 60 resyncs\n",
+		    (unsigned long long)ok, (unsigned long long)refused);
 }
 
 TEST_F(DriverTest, InFlightWritesToUntouchedPagesCompleteDuringResyncs)
