@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Debian's unmodified UCX 1.13 registration cache (ucs_rcache), malloc hooks
-// off, UCM_EVENT_VM_UNMAPPED declared external (so no mmap hook is installed
-// for it): a region is cached, its memory replaced behind UCX's back -- raw
-// system calls, which none of UCX's hooks or interposed symbols see -- and
-// with libmrsync_ucx the next lookup misses.
+// Debian's unmodified UCX 1.13 registration cache (ucs_rcache) with UCX's
+// hooks off (UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no, set by
+// meson) and UCM_EVENT_VM_UNMAPPED declared external: a region is cached, its
+// memory replaced behind UCX's back -- raw system calls, which no hook of any
+// mode sees, and a libc madvise -- and with libmrsync_ucx the next lookup
+// misses.
 // Negative control: the same without the bridge hands back the stale region.
 #include <gtest/gtest.h>
 #include <mrsync/mrsync.h>
@@ -48,16 +49,15 @@ void no_dump(void *, ucs_rcache_t *, ucs_rcache_region_t *, char *buf, size_t ma
 }
 const ucs_rcache_ops_t counting_ops = {count_reg, no_dereg, no_dump};
 
-/* UCX_MEM_MALLOC_HOOKS=no, and UCX_MEM_EVENTS as given. The mmap hooks are
- * not installed because VM_UNMAPPED is external (mrsync_ucx_external_events),
- * which the libc madvise control below checks. Not mmap hook mode "none":
- * UCX 1.13 then recurses in ucm_mmap until the stack overflows at the
- * first pthread_create (ucs_rcache_create starts its async thread). */
-void hooks_off(bool events)
+/* UCX_MEM_EVENTS as given. The hooks are off by the environment meson gives
+ * this test, as docs/integration.md tells users: UCX_MEM_MMAP_HOOK_MODE=none
+ * UCX_MEM_MALLOC_HOOKS=no (switching the mmap hook mode at run time instead,
+ * through ucm_set_global_opts, makes UCX 1.13 recurse in ucm_mmap until the
+ * stack overflows at its first pthread_create). */
+void set_events(bool events)
 {
 	ucm_global_config_t opts = ucm_global_opts;
 	opts.enable_events = events;
-	opts.enable_malloc_hooks = 0;
 	ucm_set_global_opts(&opts);
 }
 
@@ -78,13 +78,12 @@ ucs_status_t create_rcache(ucs_rcache_t **rcache)
 
 class UcxRcache : public ::testing::TestWithParam<bool /* bridge */> {
 protected:
-	static void SetUpTestSuite()
-	{
-		hooks_off(true);
-		mrsync_ucx_external_events();
-	}
+	static void SetUpTestSuite() { mrsync_ucx_external_events(); }
 	void SetUp() override
 	{
+		ASSERT_EQ(ucm_global_opts.mmap_hook_mode, UCM_MMAP_HOOK_NONE)
+			<< "run with UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no";
+		ASSERT_FALSE(ucm_global_opts.enable_malloc_hooks);
 		ASSERT_EQ(create_rcache(&rcache_), UCS_OK);
 		buf_ = static_cast<char *>(::mmap(nullptr, 4 * kPage, PROT_READ | PROT_WRITE,
 						  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -122,11 +121,9 @@ protected:
 		ucs_rcache_region_put(rcache_, region);
 		return number;
 	}
-	/* Raw: UCX's libucm defines mmap/munmap/madvise/mremap symbols of its
-	 * own that interpose on libc's and report to its caches whatever the
-	 * hook settings (that is how UCX sees a program's libc calls). Raw
-	 * system calls -- as other libraries, runtimes and libc itself make
-	 * them -- go around them, so only the bridge can report them. */
+	/* Raw, as other libraries, runtimes and libc itself make them: no UCX
+	 * hook of any mode sees these (bistro patches libc's entry points,
+	 * reloc the PLT). */
 	void remap_fresh(char *at)
 	{
 		ASSERT_EQ(reinterpret_cast<char *>(::syscall(SYS_mmap, at, kPage,
@@ -181,6 +178,19 @@ TEST_P(UcxRcache, RawMadviseDontneed)
 		EXPECT_EQ(after, first) << "UCX learnt about a raw madvise without the bridge";
 }
 
+TEST_P(UcxRcache, LibcMadviseDontneed)
+{
+	/* Through libc: UCX's hooks are really off, so here too only the
+	 * bridge tells UCX (without it: stale, the control of the setup). */
+	const unsigned first = lookup();
+	ASSERT_EQ(::madvise(buf_ + kPage, kPage, MADV_DONTNEED), 0);
+	const unsigned after = lookup();
+	if (GetParam())
+		EXPECT_NE(after, first);
+	else
+		EXPECT_EQ(after, first) << "UCX's own madvise hook is installed";
+}
+
 INSTANTIATE_TEST_SUITE_P(Bridge, UcxRcache, ::testing::Values(true, false),
 			 [](const auto &info) {
 				 return info.param ? std::string("WithBridge")
@@ -192,10 +202,10 @@ INSTANTIATE_TEST_SUITE_P(Bridge, UcxRcache, ::testing::Values(true, false),
  * can be created at all. A fact of UCX, checked so the docs stay true. */
 TEST(UcxMemEvents, NoRefusesEveryRcache)
 {
-	hooks_off(false);
+	set_events(false);
 	ucs_rcache_t *rcache = nullptr;
 	const ucs_status_t status = create_rcache(&rcache);
-	hooks_off(true);
+	set_events(true);
 	if (status == UCS_OK)
 		ucs_rcache_destroy(rcache);
 	EXPECT_EQ(status, UCS_ERR_UNSUPPORTED) << ucs_status_string(status);
