@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// mrsync/subscribe.h on this machine's kernel, userfaultfd as the source:
+// mrsync/subscribe.h on this machine's kernel, userfaultfd as the source
+// (--source=kmod: the kernel module, in the QEMU guest, where shmdt is seen too):
 // every change made by a raw system call (no libc wrapper anybody could hook)
 // reaches the subscriber in the first poll after the call returned, before the
 // memory is reused. The negative control is the same change under a watcher
@@ -9,6 +10,7 @@
 #include <mrsync/subscribe.h>
 
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 namespace {
 
 const std::size_t kPage = std::size_t(sysconf(_SC_PAGESIZE));
+std::uint32_t source = MRSYNC_SOURCE_UFFD; /* main(): --source=kmod */
 
 struct Seen {
 	std::vector<mrsync_change> changes;
@@ -31,7 +34,7 @@ struct Seen {
 
 class Subscribe : public ::testing::Test {
 protected:
-	void SetUp() override { open(MRSYNC_SOURCE_UFFD); }
+	void SetUp() override { open(source); }
 	void TearDown() override
 	{
 		mrsync_watcher_destroy(&w_);
@@ -202,15 +205,38 @@ TEST_F(Subscribe, BadArgumentsAreNamed)
 	EXPECT_TRUE(says("manual"));
 	/* userfaultfd cannot see every change of a shared mapping (nor of SysV
 	 * shm, whose shmdt it does not report): refused, not half-watched. */
-	void *shared = ::mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-			      -1, 0);
-	ASSERT_NE(shared, MAP_FAILED);
-	EXPECT_EQ(mrsync_subscribe(w_, shared, kPage, Seen::record, &seen, nullptr), -ENOTSUP);
-	EXPECT_TRUE(says("addr, len")) << mrsync_last_error();
-	::munmap(shared, kPage);
+	if (source == MRSYNC_SOURCE_UFFD) {
+		void *shared = ::mmap(nullptr, kPage, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		ASSERT_NE(shared, MAP_FAILED);
+		EXPECT_EQ(mrsync_subscribe(w_, shared, kPage, Seen::record, &seen, nullptr),
+			  -ENOTSUP);
+		EXPECT_TRUE(says("addr, len")) << mrsync_last_error();
+		::munmap(shared, kPage);
+	}
 	EXPECT_EQ(mrsync_subscribe(w_, page(0), kPage, Seen::record, &seen, nullptr), 0);
 	ASSERT_EQ(::munmap(page(0), kPage), 0);
 	EXPECT_EQ(mrsync_subscribe(w_, page(0), kPage, Seen::record, &seen, nullptr), -EFAULT);
+}
+
+/* shmdt: no userfaultfd event exists for it; the module's notifier sees it. */
+TEST_F(Subscribe, ShmdtReachesTheSubscriberWithTheModule)
+{
+	if (source != MRSYNC_SOURCE_KMOD)
+		GTEST_SKIP() << "userfaultfd reports nothing for shmdt (docs/design.md)";
+	const int id = ::shmget(IPC_PRIVATE, 2 * kPage, IPC_CREAT | 0600);
+	ASSERT_GE(id, 0);
+	char *seg = static_cast<char *>(::shmat(id, nullptr, 0));
+	::shmctl(id, IPC_RMID, nullptr);
+	ASSERT_NE(seg, reinterpret_cast<char *>(-1));
+	seg[0] = 1;
+	Seen seen;
+	ASSERT_EQ(mrsync_subscribe(w_, seg, 2 * kPage, Seen::record, &seen, nullptr), 0)
+		<< mrsync_last_error();
+	ASSERT_EQ(::shmdt(seg), 0);
+	EXPECT_EQ(mrsync_watcher_poll(w_), 1);
+	ASSERT_EQ(seen.changes.size(), 1u);
+	EXPECT_EQ(seen.changes[0].start, reinterpret_cast<std::uint64_t>(seg));
 }
 
 /* Negative control: the same raw munmap with only the manual source, which
@@ -230,3 +256,12 @@ TEST_F(Subscribe, NegativeControlWithoutAWatchingSourceTheChangeIsMissed)
 }
 
 } // namespace
+
+int main(int argc, char **argv)
+{
+	::testing::InitGoogleTest(&argc, argv);
+	for (int i = 1; i < argc; ++i)
+		if (!std::strcmp(argv[i], "--source=kmod"))
+			source = MRSYNC_SOURCE_KMOD;
+	return RUN_ALL_TESTS();
+}
