@@ -96,8 +96,10 @@ void mrsync_watcher_destroy(struct mrsync_watcher **watcher);
 /**
  * Subscribes to changes of [addr, addr + len), rounded out to pages.
  * @param id receives the subscription's id (never 0); may be NULL.
+ * With the kernel module the range may include holes (it watches
+ * addresses, whatever is mapped there); userfaultfd watches mappings.
  * @return 0; -EINVAL (watcher, fn NULL; len 0; the range wraps), -EFAULT
- *         (part of it is not mapped), -ENOTSUP (no source of the watcher
+ *         (userfaultfd: part of it is not mapped), -ENOTSUP (no source of the watcher
  *         can see every change of that memory: the message names it),
  *         -EBUSY (userfaultfd: another userfaultfd already watches it),
  *         -ENOMEM.
