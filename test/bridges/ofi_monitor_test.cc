@@ -68,6 +68,8 @@ struct Loopback {
 		hints->fabric_attr->prov_name = strdup(provider);
 		hints->caps = FI_MSG | FI_RMA;
 		hints->ep_attr->type = FI_EP_RDM;
+		hints->tx_attr->size = 64;
+		hints->rx_attr->size = 64;
 		hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED |
 					      FI_MR_PROV_KEY;
 		const int rc = fi_getinfo(FI_VERSION(1, 17), nullptr, nullptr, 0, hints, &info);
@@ -159,6 +161,9 @@ int main(int argc, char **argv)
 {
 	const char *provider = "verbs;ofi_rxm";
 	::setenv("FI_LOG_LEVEL", "warn", 0); /* libfabric says why a call failed */
+	/* rxm sizes its verbs CQ for 256 peers by default, past what Soft-RoCE
+	 * gives one CQ; we talk to ourselves. */
+	::setenv("FI_UNIVERSE_SIZE", "2", 0);
 	bool negative = false;
 	for (int i = 1; i < argc; ++i) {
 		if (!std::strncmp(argv[i], "--provider=", 11))
