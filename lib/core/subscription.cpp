@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/* The watcher (subscription.hpp): subscribe = watch in every source and ask
+ * them to vouch, as the cache does before a pin (but nothing is pinned);
+ * poll = the generation check, drain, match against the subscriptions,
+ * watch again what was replaced, then the callbacks with no lock held. */
+#include "subscription.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <string>
+
+#include <unistd.h>
+
+#include <mrsync/generation.h>
+#include <mrsync/mrsync.h>
+
+#include "context.hpp"
+#include "format.hpp"
+#include "range_set.hpp"
+
+namespace mrsync::detail {
+
+Result<std::unique_ptr<Watcher>> Watcher::create(std::uint32_t mask)
+{
+	auto sources = open_sources(mask, SourceConfig{});
+	if (!sources)
+		return std::move(sources).error();
+	std::unique_ptr<Watcher> w(new Watcher());
+	w->sources_ = std::move(sources.value());
+	for (const auto &s : w->sources_)
+		w->words_.push_back(s->generation());
+	w->seen_.store(mrsync_gen_begin(w->words_.data(), std::uint32_t(w->words_.size())));
+	return w;
+}
+
+Watcher::~Watcher()
+{
+	std::lock_guard guard(mu_);
+	for (auto &[id, s] : subs_)
+		unwatch_locked(s);
+}
+
+void Watcher::unwatch_locked(Subscription &s) noexcept
+{
+	for (std::size_t i = 0; i < s.watches.size(); ++i)
+		if (s.watches[i])
+			sources_[i]->unwatch(s.watches[i]);
+	s.watches.clear();
+}
+
+/* Asks every source that watches `s` to watch what is mapped there now (the
+ * userfaultfd source registers a mapping that replaced the watched one) and
+ * to vouch for it. @return whether one vouched. */
+bool Watcher::rearm_locked(Subscription &s)
+{
+	bool vouched = false;
+	for (std::size_t i = 0; i < s.watches.size(); ++i)
+		if (s.watches[i] && sources_[i]->prepare_pin(s.watches[i], s.range))
+			vouched = true;
+	return vouched;
+}
+
+Result<std::uint64_t> Watcher::subscribe(Range range, mrsync_change_fn fn, void *arg)
+{
+	Subscription s{range, fn, arg, {}};
+	std::string reasons;
+	std::optional<Error> other;
+	std::lock_guard guard(mu_);
+	for (auto &source : sources_) {
+		auto handle = source->watch(range.start, range.end - range.start);
+		s.watches.push_back(handle ? *handle : 0);
+		if (handle)
+			continue;
+		if (handle.error().code != ENOTSUP && !other)
+			other = handle.error();
+		reasons += (reasons.empty() ? "" : "; ") + handle.error().message;
+	}
+	/* The cache's rule (prepare_pin_locked): one source that sees every
+	 * change of what is mapped there, else a clear refusal. */
+	for (std::size_t i = 0; i < s.watches.size(); ++i) {
+		if (!s.watches[i])
+			continue;
+		auto ok = sources_[i]->prepare_pin(s.watches[i], range);
+		if (ok) {
+			const std::uint64_t id = next_id_++;
+			subs_.emplace(id, std::move(s));
+			return id;
+		}
+		if (ok.error().code != ENOTSUP && !other)
+			other = ok.error();
+		reasons += (reasons.empty() ? "" : "; ") + ok.error().message;
+	}
+	unwatch_locked(s);
+	if (other)
+		return std::move(*other);
+	return make_error(ENOTSUP, fmt("addr, len: no event source of this watcher can see every "
+				       "change of [0x%" PRIx64 ", 0x%" PRIx64 "): %s",
+				       range.start, range.end,
+				       reasons.empty() ? "none watches it" : reasons.c_str()));
+}
+
+Status Watcher::unsubscribe(std::uint64_t id)
+{
+	/* From a callback the poll is ours: its delivery loop re-checks subs_
+	 * before every call. From another thread, wait for the poll to end. */
+	std::unique_lock<std::mutex> polling;
+	if (poller_.load() != std::this_thread::get_id())
+		polling = std::unique_lock(poll_mu_);
+	std::lock_guard guard(mu_);
+	auto it = subs_.find(id);
+	if (it == subs_.end())
+		return make_error(ENOENT, fmt("id: no subscription %" PRIu64 " in this watcher", id));
+	unwatch_locked(it->second);
+	subs_.erase(it);
+	return {};
+}
+
+bool Watcher::quiet() const noexcept
+{
+	return !mrsync_gen_retry(words_.data(), std::uint32_t(words_.size()),
+				 seen_.load(std::memory_order_relaxed)) &&
+	       !rearm_pending_.load(std::memory_order_relaxed);
+}
+
+/* Moves what every source reported into `changed`. @return overflow. */
+bool Watcher::drain_locked(std::vector<Range> &changed)
+{
+	/* Before draining: a change after this moves the sum again. */
+	seen_.store(mrsync_gen_begin(words_.data(), std::uint32_t(words_.size())));
+	bool overflow = false;
+	std::vector<Range> unsettled; /* the cache's concern (pins), not ours */
+	for (auto &source : sources_) {
+		overflow |= source->drain(changed);
+		source->drain_unsettled(unsettled);
+	}
+	return overflow;
+}
+
+std::vector<Watcher::Delivery> Watcher::match_locked(const std::vector<Range> &drained,
+						     bool overflow)
+{
+	/* Page-aligned and merged: each changed part is delivered once. */
+	const std::uint64_t page = std::uint64_t(sysconf(_SC_PAGESIZE));
+	RangeSet changed;
+	for (const Range &r : drained)
+		changed.add({r.start & ~(page - 1), (r.end + page - 1) & ~(page - 1)});
+	std::vector<Delivery> out;
+	std::vector<std::uint64_t> touched;
+	for (auto &[id, s] : subs_) {
+		const std::size_t before = out.size();
+		if (overflow)
+			out.push_back({{s.range.start, s.range.end, id, MRSYNC_CHANGE_F_OVERFLOW, 0},
+				       s.fn, s.arg});
+		else
+			for (const Range &c : changed.intersect(s.range))
+				out.push_back({{c.start, c.end, id, 0, 0}, s.fn, s.arg});
+		if (out.size() != before)
+			touched.push_back(id);
+	}
+	/* Watch again what replaced the changed memory, before the callbacks:
+	 * a change after this poll must be reported to the next one. */
+	touched.insert(touched.end(), unarmed_.begin(), unarmed_.end());
+	std::sort(touched.begin(), touched.end());
+	touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+	unarmed_.clear();
+	for (std::uint64_t id : touched) {
+		auto it = subs_.find(id);
+		if (it != subs_.end() && !rearm_locked(it->second))
+			unarmed_.push_back(id); /* not mapped (yet): try at every poll */
+	}
+	rearm_pending_.store(!unarmed_.empty(), std::memory_order_relaxed);
+	return out;
+}
+
+Result<int> Watcher::poll()
+{
+	if (poller_.load() == std::this_thread::get_id())
+		return make_error(EDEADLK, "watcher: mrsync_watcher_poll() called from one of its "
+					   "own callbacks");
+	if (quiet())
+		return 0;
+	std::lock_guard polling(poll_mu_);
+	std::vector<Delivery> deliveries;
+	{
+		std::lock_guard guard(mu_);
+		std::vector<Range> changed;
+		const bool overflow = drain_locked(changed);
+		deliveries = match_locked(changed, overflow);
+	}
+	poller_.store(std::this_thread::get_id());
+	int calls = 0;
+	for (const Delivery &d : deliveries) {
+		{
+			std::lock_guard guard(mu_); /* unsubscribed by an earlier callback? */
+			if (!subs_.count(d.change.subscription))
+				continue;
+		}
+		d.fn(d.arg, &d.change);
+		++calls;
+	}
+	poller_.store(std::thread::id{});
+	return calls;
+}
+
+Status Watcher::notify_unmap(Range range)
+{
+	for (auto &source : sources_)
+		if (auto *manual = dynamic_cast<ManualInput *>(source.get()))
+			return manual->notify(range);
+	return make_error(ENOTSUP, "watcher: no manual source (create it with "
+				   "MRSYNC_SOURCE_MANUAL in sources)");
+}
+
+} // namespace mrsync::detail
