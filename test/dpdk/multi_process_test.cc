@@ -217,6 +217,30 @@ Mailbox *fresh_mailbox()
 	return mb;
 }
 
+/* What the churner checked and the DMA side reported: with generation checks
+ * no write is lost; without, the stale pins lose them (negative control). */
+void expect_outcome(const Mailbox *mb, bool generation_check, const char *what)
+{
+	EXPECT_EQ(mb->memory_static.load(), 0u) << "no memory events: --legacy-mem?";
+	EXPECT_EQ(mb->dma_errors.load(), 0u);
+	EXPECT_EQ(mb->checked.load(), 2u * kIterations);
+	/* The other process's frees reached the DMA side (IPC sync), whole
+	 * hugepages: memory really went back and came again. */
+	EXPECT_GE(mb->free_events.load(), kIterations - 1);
+	EXPECT_GE(mb->freed_bytes.load(), (kIterations - 1) * (2ull << 20));
+	std::printf("%s (%s): %llu of %llu writes lost, %llu FREE events (%llu MiB) on the DMA "
+		    "side, %llu resyncs\n",
+		    what, generation_check ? "checked" : "negative control",
+		    (unsigned long long)mb->lost.load(), (unsigned long long)mb->checked.load(),
+		    (unsigned long long)mb->free_events.load(),
+		    (unsigned long long)(mb->freed_bytes.load() >> 20),
+		    (unsigned long long)mb->resyncs.load());
+	if (generation_check)
+		EXPECT_EQ(mb->lost.load(), 0u) << what << ": DMA into memory freed and reallocated";
+	else
+		EXPECT_GT(mb->lost.load(), 0u) << "negative control: stale pins should lose writes";
+}
+
 class MultiProcess : public ::testing::TestWithParam<bool> {};
 
 TEST_P(MultiProcess, SecondaryDmasWhilePrimaryChurns)
@@ -228,24 +252,7 @@ TEST_P(MultiProcess, SecondaryDmasWhilePrimaryChurns)
 	ASSERT_GT(pid, 0);
 	churn(mb);
 	ASSERT_EQ(wait_exit(pid), 0) << "the secondary failed";
-	EXPECT_EQ(mb->memory_static.load(), 0u) << "no memory events: --legacy-mem?";
-	EXPECT_EQ(mb->dma_errors.load(), 0u);
-	EXPECT_EQ(mb->checked.load(), 2u * kIterations);
-	/* The primary's frees reached the secondary (IPC sync), hugepages
-	 * included: memory really went back and came again. */
-	EXPECT_GE(mb->free_events.load(), kIterations - 1);
-	EXPECT_GE(mb->freed_bytes.load(), (kIterations - 1) * (2ull << 20));
-	std::printf("primary churns, secondary DMAs (%s): %llu of %llu writes lost, %llu FREE "
-		    "events (%llu MiB) in the secondary, %llu resyncs\n",
-		    generation_check ? "checked" : "negative control",
-		    (unsigned long long)mb->lost.load(), (unsigned long long)mb->checked.load(),
-		    (unsigned long long)mb->free_events.load(),
-		    (unsigned long long)(mb->freed_bytes.load() >> 20),
-		    (unsigned long long)mb->resyncs.load());
-	if (generation_check)
-		EXPECT_EQ(mb->lost.load(), 0u) << "DMA into memory the primary freed and reallocated";
-	else
-		EXPECT_GT(mb->lost.load(), 0u) << "negative control: stale pins should lose writes";
+	expect_outcome(mb, generation_check, "primary churns, secondary DMAs");
 }
 
 TEST_P(MultiProcess, PrimaryDmasWhileSecondaryChurns)
@@ -263,20 +270,7 @@ TEST_P(MultiProcess, PrimaryDmasWhileSecondaryChurns)
 	report(mb, md, before);
 	mrsync_dpdk_detach(&md);
 	ASSERT_EQ(wait_exit(pid), 0) << "the secondary failed";
-	EXPECT_EQ(mb->dma_errors.load(), 0u);
-	EXPECT_EQ(mb->checked.load(), 2u * kIterations);
-	EXPECT_GE(mb->free_events.load(), kIterations - 1);
-	std::printf("secondary churns, primary DMAs (%s): %llu of %llu writes lost, %llu FREE "
-		    "events (%llu MiB) in the primary, %llu resyncs\n",
-		    generation_check ? "checked" : "negative control",
-		    (unsigned long long)mb->lost.load(), (unsigned long long)mb->checked.load(),
-		    (unsigned long long)mb->free_events.load(),
-		    (unsigned long long)(mb->freed_bytes.load() >> 20),
-		    (unsigned long long)mb->resyncs.load());
-	if (generation_check)
-		EXPECT_EQ(mb->lost.load(), 0u) << "DMA into memory the secondary freed and reallocated";
-	else
-		EXPECT_GT(mb->lost.load(), 0u) << "negative control: stale pins should lose writes";
+	expect_outcome(mb, generation_check, "secondary churns, primary DMAs");
 }
 
 INSTANTIATE_TEST_SUITE_P(Dpdk, MultiProcess, ::testing::Bool(), [](const auto &info) {
