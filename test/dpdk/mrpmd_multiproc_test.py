@@ -23,21 +23,11 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mrpmd"))
+from mrpmd_lines import fail, final_line  # noqa: E402
+
 MRPMD, CASE = sys.argv[1], sys.argv[2]
 PREFIX = "mrpmd-test-mp-%d" % os.getpid()
-
-
-def fail(why):
-    print("FAIL:", why)
-    sys.exit(1)
-
-
-def final_line(out):
-    lines = [l for l in out.splitlines() if l.startswith("mrpmd: mode=")]
-    if not lines:
-        fail("no final stats line in:\n" + out[-3000:])
-    fields = dict(kv.split("=", 1) for kv in lines[-1].split()[1:])
-    return {k: (float(v) if re.fullmatch(r"[0-9.]+", v) else v) for k, v in fields.items()}
 
 
 def free_events(out):
