@@ -9,7 +9,8 @@ queue 0 (--num-procs=2 --proc-id=0); a secondary (--proc-type=secondary, no
 --churn: it frees and reallocates the hugepage buffers it DMAs through, which
 in a secondary the primary does on its behalf (EAL IPC). Pass: both forward,
 0 corrupted payloads in both, and the secondary's frees reached the
-primary's cache (its EAL FREE events > 0). negative-control: the secondary
+primary's cache (its EAL FREE events > 0); bad --proc-id / --rxq are named
+and refused. negative-control: the secondary
 without generation checks corrupts payloads. Hugepage files live on a
 private hugetlbfs mount and are removed with the runtime directory. Root only
 (exit 77 = skipped otherwise).
@@ -57,6 +58,14 @@ def main(huge):
             fail("the primary did not start:\n" + out_p)
         if primary.poll() is not None:
             fail("the primary exited %s:\n%s" % (primary.returncode, out_p + primary.stdout.read()))
+        if CASE == "secondary":  # bad input first: named, refused, the primary untouched
+            for args, code, want in ((["--proc-id=2"], 2, "--proc-id=2"),
+                                     (["--proc-id=1", "--rxq=4", "--txq=4"], 1, "--rxq=4")):
+                bad = subprocess.run([MRPMD] + eal + ["--proc-type=secondary", "--"] + app + args,
+                                     capture_output=True, text=True, timeout=120)
+                if bad.returncode != code or want not in bad.stdout + bad.stderr:
+                    fail("%s: expected exit %d naming %r, got %d:\n%s"
+                         % (args, code, want, bad.returncode, (bad.stdout + bad.stderr)[-1500:]))
         extra = ["--no-generation-check"] if CASE == "negative-control" else []
         sec = subprocess.run([MRPMD] + eal + ["--proc-type=secondary", "--", "--proc-id=1",
                                               "--churn", "--seconds=3"] + app + extra,
