@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* mrsync_dpdk_attach/detach, the hugepage memory at attach, mempools, stats. */
+/* mrsync_dpdk_attach/detach, the hugepage memory at attach, stats (mempools:
+ * mempools.cpp). */
 #include <unistd.h>
 
 #include <algorithm>

@@ -56,9 +56,10 @@ TEST_P(MempoolEvents, PoolCreatedAfterAttachIsRegisteredWithoutACall)
 	 * registers nothing twice. */
 	const auto regions = a.stats().core.regions;
 	EXPECT_EQ(mrsync_dpdk_register_mempool(a.md(), pool), int(chunks));
+	const auto after_call = a.stats().core.regions;
 	EXPECT_EQ(mrsync_dpdk_register_mempool(a.md(), pool), int(chunks));
-	if (follow)
-		EXPECT_EQ(a.stats().core.regions, regions) << "a second registration of the same pool";
+	EXPECT_EQ(a.stats().core.regions, after_call) << "a second registration of the same pool";
+	EXPECT_EQ(after_call, follow ? regions : after_call) << "the event and the call both registered";
 
 	rte_pktmbuf_free_bulk(m, kMbufs);
 	mrsync_dpdk_lcore_flush(a.lcore());
