@@ -37,11 +37,17 @@ def free_events(out):
 
 
 def main(huge):
-    eal = ["-l", "0-1", "--no-pci", "--file-prefix", PREFIX, "--huge-dir", huge,
+    eal = ["--no-pci", "--file-prefix", PREFIX, "--huge-dir", huge,
            "--log-level", "lib.eal:warning"]
+    # Lcore IDs must differ between the processes: a mempool's per-lcore
+    # caches live in the shared memory, indexed by lcore ID, and two threads
+    # on one cache hand out the same mbuf twice. Same 2 CPUs, other IDs.
+    lcores_primary, lcores_secondary = ["-l", "0-1"], ["--lcores", "2@0,3@1"]
     app = ["--rxq=2", "--txq=2", "--num-procs=2", "--hca=uring"]
-    primary = subprocess.Popen([MRPMD] + eal + ["--vdev", "net_null0", "--vdev", "net_null1",
-                                                "--", "--proc-id=0"] + app,
+    secondary = [MRPMD] + lcores_secondary + eal + ["--proc-type=secondary", "--"] + app
+    primary = subprocess.Popen([MRPMD] + lcores_primary + eal +
+                               ["--vdev", "net_null0", "--vdev", "net_null1", "--", "--proc-id=0"] +
+                               app,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out_p = ""
     try:
@@ -61,14 +67,13 @@ def main(huge):
         if CASE == "secondary":  # bad input first: named, refused, the primary untouched
             for args, code, want in ((["--proc-id=2"], 2, "--proc-id=2"),
                                      (["--proc-id=1", "--rxq=4", "--txq=4"], 1, "--rxq=4")):
-                bad = subprocess.run([MRPMD] + eal + ["--proc-type=secondary", "--"] + app + args,
-                                     capture_output=True, text=True, timeout=120)
+                bad = subprocess.run(secondary + args, capture_output=True, text=True,
+                                     timeout=120)
                 if bad.returncode != code or want not in bad.stdout + bad.stderr:
                     fail("%s: expected exit %d naming %r, got %d:\n%s"
                          % (args, code, want, bad.returncode, (bad.stdout + bad.stderr)[-1500:]))
         extra = ["--no-generation-check"] if CASE == "negative-control" else []
-        sec = subprocess.run([MRPMD] + eal + ["--proc-type=secondary", "--", "--proc-id=1",
-                                              "--churn", "--seconds=3"] + app + extra,
+        sec = subprocess.run(secondary + ["--proc-id=1", "--churn", "--seconds=3"] + extra,
                              capture_output=True, text=True, timeout=120)
         out_s = sec.stdout + sec.stderr
     finally:
