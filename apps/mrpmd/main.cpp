@@ -14,6 +14,7 @@
 
 #include "app.hpp"
 #include "churn.hpp"
+#include "multiproc.hpp"
 #include "prompt.h"
 
 namespace mrpmd {
@@ -36,13 +37,15 @@ int fail(const char *what, int rc = 1)
 /* Ports are paired 0<->1, 2<->3 (an odd last one forwards to itself). */
 bool setup_ports(App &app)
 {
+	if (is_secondary()) /* the primary configured and started them */
+		return find_primary_ports(app);
 	app.nb_ports = rte_eth_dev_count_avail();
 	if (!app.nb_ports) {
 		fail("no ports: add vdevs, e.g. --vdev net_null0 --vdev net_null1");
 		return false;
 	}
 	const int socket = int(rte_socket_id());
-	app.pool = rte_pktmbuf_pool_create("mrpmd_mbuf_pool", app.opt.total_num_mbufs, 256, 0,
+	app.pool = rte_pktmbuf_pool_create(kPoolName, app.opt.total_num_mbufs, 256, 0,
 					   RTE_MBUF_DEFAULT_BUF_SIZE, socket);
 	if (!app.pool) {
 		fprintf(stderr, "mrpmd: --total-num-mbufs=%u: cannot create the pool: %s\n",
@@ -87,9 +90,11 @@ bool assign_streams(App &app)
 	for (std::uint16_t port = 0; port < app.nb_ports; ++port) {
 		const std::uint16_t peer =
 			(port ^ 1) < app.nb_ports ? std::uint16_t(port ^ 1) : port;
-		for (std::uint16_t q = 0; q < app.opt.rxq; ++q)
+		/* this process's share of the queues (all of them with one process) */
+		const QueueShare rx = rx_share(app.opt), tx = tx_share(app.opt);
+		for (std::uint16_t q = rx.first; q < rx.first + rx.count; ++q)
 			app.streams_of[next++ % app.fwd_lcores.size()].push_back(
-				{port, q, peer, std::uint16_t(q % app.opt.txq)});
+				{port, q, peer, std::uint16_t(tx.first + (q - rx.first) % tx.count)});
 	}
 	return true;
 }
@@ -146,13 +151,15 @@ void teardown(App &app)
 		app.churn->stop();
 	delete app.churn;
 	app.churn = nullptr;
-	for (std::uint16_t port = 0; port < app.nb_ports; ++port) {
+	const bool owner = !is_secondary(); /* a secondary leaves the primary's ports and pool */
+	for (std::uint16_t port = 0; owner && port < app.nb_ports; ++port) {
 		rte_eth_dev_stop(port);
 		rte_eth_dev_close(port);
 	}
 	mrsync_dpdk_detach(&app.md);
 	rte_free(app.qsbr);
-	rte_mempool_free(app.pool);
+	if (owner)
+		rte_mempool_free(app.pool);
 }
 
 } // namespace
@@ -235,10 +242,12 @@ int main(int argc, char **argv)
 	} else {
 		if (app.churn)
 			app.churn->start();
-		printf("mrpmd: %u port(s), %zu forwarding lcore(s), mode %s, hca %s (driver %s)%s\n",
+		printf("mrpmd: %u port(s), %zu forwarding lcore(s), mode %s, hca %s (driver %s)%s, "
+		       "%s process, queues %u/%u\n",
 		       app.nb_ports, app.fwd_lcores.size(), fwd_mode_name(app.mode.load()),
 		       app.opt.hca.c_str(), mrsync_driver_name(mrsync_dpdk_ctx(app.md)),
-		       app.opt.churn ? ", churn on" : "");
+		       app.opt.churn ? ", churn on" : "", is_secondary() ? "secondary" : "primary",
+		       app.opt.proc_id, app.opt.num_procs);
 		if (app.opt.interactive) {
 			mrpmd_prompt_run();
 		} else {

@@ -17,6 +17,9 @@ const char footer[] =
 	"(says why not without one). Interactive commands: start, stop,\n"
 	"show port stats all, show fwd stats all, show mrsync stats, clear port stats all,\n"
 	"set fwd <mode> (stopped only), quit, help.\n"
+	"Multi-process (testpmd's way): start a primary, then mrpmd --proc-type=secondary\n"
+	"with the same --file-prefix and --rxq/--txq and --num-procs=N --proc-id=K; the\n"
+	"secondary forwards its share of the queues of the ports the primary configured.\n"
 	"Exit status: 1 when a payload was corrupted (or setup failed), 2 for bad options.\n";
 
 /* testpmd's --txpkts=X[,Y]*: segment lengths; mrpmd sends their sum as one segment. */
@@ -109,9 +112,19 @@ std::optional<int> parse_options(int argc, char **argv, Options &o)
 		 'i'},
 		cli::flag("no-generation-check", "TEST ONLY: a naive cache, to see corruption",
 			  o.no_generation_check),
+		cli::number("num-procs", "processes sharing the ports' queues (1)", o.num_procs, 1,
+			    64),
+		cli::number("proc-id", "this process's share of the queues, 0..num-procs-1 (0)",
+			    o.proc_id, 0, 63),
 	};
 	if (auto rc = cli::parse({"mrpmd", "[EAL options] -- [options]", footer}, opts, argc, argv))
 		return rc;
+	if (o.proc_id >= o.num_procs || o.rxq % o.num_procs || o.txq % o.num_procs) {
+		fprintf(stderr, "mrpmd: --proc-id=%u --num-procs=%u --rxq=%u --txq=%u: proc-id must "
+				"be below num-procs, and rxq and txq multiples of it\n",
+			o.proc_id, o.num_procs, o.rxq, o.txq);
+		return 2;
+	}
 	if (o.churn && o.hca == "none")
 		fprintf(stderr, "mrpmd: note: --churn with --hca=none exercises resyncs but moves no "
 				"data, so corruption cannot be seen\n");

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* mrsync_dpdk_attach/detach, the hugepage memory at attach, mempools, stats. */
+/* mrsync_dpdk_attach/detach, the hugepage memory at attach, stats (mempools:
+ * mempools.cpp). */
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,7 +14,6 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_memory.h>
-#include <rte_mempool.h>
 
 #include "dpdk_pvt.hpp"
 #include "sized.hpp" /* lib/core: the struct_size rule */
@@ -64,13 +64,6 @@ int walk_static(const struct rte_memseg_list *msl, const struct rte_memseg *ms, 
 std::uint32_t automatic_extra_sources()
 {
 	return access("/dev/mrsync", R_OK | W_OK) == 0 ? MRSYNC_SOURCE_KMOD : MRSYNC_SOURCE_UFFD;
-}
-
-void chunk_cb(struct rte_mempool *, void *opaque, struct rte_mempool_memhdr *memhdr, unsigned)
-{
-	auto *chunks = static_cast<std::vector<Range> *>(opaque);
-	const auto start = reinterpret_cast<std::uint64_t>(memhdr->addr);
-	chunks->push_back({start, start + memhdr->len});
 }
 
 /* While attached, the core's log lines go to rte_log under our log type: a
@@ -138,9 +131,11 @@ Range mrsync_dpdk::cache_range(std::uint64_t addr, std::uint64_t len)
 	{
 		std::lock_guard lock(mu);
 		auto it = std::upper_bound(chunks.begin(), chunks.end(), addr,
-					   [](std::uint64_t a, const Range &r) { return a < r.start; });
-		if (it != chunks.begin() && addr + len <= std::prev(it)->end)
-			return *std::prev(it);
+					   [](std::uint64_t a, const PoolChunk &c) {
+						   return a < c.range.start;
+					   });
+		if (it != chunks.begin() && addr + len <= std::prev(it)->range.end)
+			return std::prev(it)->range;
 	}
 	/* An external buffer: its whole pages (mapped, since the buffer is). */
 	const std::uint64_t page = 4096;
@@ -164,14 +159,18 @@ int mrsync_dpdk_attach(const struct mrsync_dpdk_params *caller, struct mrsync_dp
 		given.struct_size = sizeof given;
 	}
 	const mrsync_dpdk_params *p = &given;
-	if (p->reserved)
-		return fail(EINVAL, "mrsync_dpdk_attach: params->reserved must be 0");
+	if (p->flags & ~std::uint32_t(MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS))
+		return fail(EINVAL, "mrsync_dpdk_attach: params->flags has unknown bits " +
+					    std::to_string(p->flags & ~std::uint32_t(MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS)));
 	if (p->extra_sources & MRSYNC_SOURCE_DPDK)
 		return fail(EINVAL, "mrsync_dpdk_attach: params->extra_sources must not name "
 				    "MRSYNC_SOURCE_DPDK (it is always on)");
-	if (rte_lcore_count() == 0 || rte_eal_process_type() != RTE_PROC_PRIMARY)
-		return fail(ENODEV, "mrsync_dpdk_attach: call it after rte_eal_init(), in the "
-				    "primary process");
+	/* A secondary works as the primary does: the EAL delivers it memory
+	 * events for the primary's changes too (during the IPC sync, before the
+	 * secondary unmaps), and the hotplug lock prepare_pin() waits on is the
+	 * shared one (docs/dpdk.md, "Multi-process"). */
+	if (rte_lcore_count() == 0)
+		return fail(ENODEV, "mrsync_dpdk_attach: call it after rte_eal_init()");
 	if (attached)
 		return fail(EEXIST, "mrsync_dpdk_attach: already attached in this process");
 
@@ -234,8 +233,12 @@ int mrsync_dpdk_attach(const struct mrsync_dpdk_params *caller, struct mrsync_dp
 	dpdk::MemEvents::take_allocs(ignored, overflowed);
 	for (const Range &run : runs)
 		(void)md->hint(run);
-	MRSYNC_DPDK_LOG(INFO, "attached: driver %s, %zu hugepage run(s) registered\n",
+	MRSYNC_DPDK_LOG(INFO, "attached (%s process): driver %s, %zu hugepage run(s) registered\n",
+			rte_eal_process_type() == RTE_PROC_PRIMARY ? "primary" : "secondary",
 			mrsync_driver_name(md->ctx), runs.size());
+	if (!(p->flags & MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS) && !dpdk::follow_mempools(md.get()))
+		MRSYNC_DPDK_LOG(WARNING, "mempool events unavailable: register pools with "
+					 "mrsync_dpdk_register_mempool()\n");
 	mrsync::dpdk::telemetry_attach(md.get());
 	attached = md.get();
 	*out = md.release();
@@ -248,6 +251,7 @@ void mrsync_dpdk_detach(struct mrsync_dpdk **pmd)
 		return;
 	mrsync_dpdk *md = *pmd;
 	mrsync::dpdk::telemetry_detach();
+	dpdk::unfollow_mempools(md);
 	for (unsigned i = 0; i < RTE_MAX_LCORE; ++i)
 		mrsync_dpdk_lcore_flush(&md->lcores[i]);
 	if (!md->memory_static)
@@ -268,26 +272,6 @@ struct mrsync_ctx *mrsync_dpdk_ctx(struct mrsync_dpdk *md)
 int mrsync_dpdk_memory_is_static(const struct mrsync_dpdk *md)
 {
 	return md && md->memory_static ? 1 : 0;
-}
-
-int mrsync_dpdk_register_mempool(struct mrsync_dpdk *md, struct rte_mempool *mp)
-{
-	if (!md || !mp)
-		return fail(EINVAL, !md ? "mrsync_dpdk_register_mempool: md is NULL"
-					: "mrsync_dpdk_register_mempool: mp is NULL");
-	std::vector<Range> found;
-	rte_mempool_mem_iter(mp, chunk_cb, &found);
-	if (found.empty())
-		return fail(EINVAL, std::string("mrsync_dpdk_register_mempool: pool '") + mp->name +
-					    "' has no memory (populate it first)");
-	for (const Range &chunk : found)
-		if (int rc = md->hint(chunk); rc < 0)
-			return fail_core(rc, "mrsync_dpdk_register_mempool");
-	std::lock_guard lock(md->mu);
-	md->chunks.insert(md->chunks.end(), found.begin(), found.end());
-	std::sort(md->chunks.begin(), md->chunks.end(),
-		  [](const Range &a, const Range &b) { return a.start < b.start; });
-	return int(found.size());
 }
 
 int mrsync_dpdk_get_stats(struct mrsync_dpdk *md, struct mrsync_dpdk_stats *caller,

@@ -47,6 +47,14 @@ public:
  * is ready (the source needs nothing else). */
 void set_eal_attached(bool attached) noexcept;
 
+/* Mempools (mempools.cpp): registers the pools that exist now and
+ * subscribes to READY/DESTROY so pools populated later are registered too
+ * (the way DPDK's mlx5 does). DPDK calls the callback only in the process
+ * that populates or frees the pool: a secondary learns the primary's pools
+ * from the walk at attach. @return false if the subscription failed. */
+bool follow_mempools(mrsync_dpdk *md);
+void unfollow_mempools(mrsync_dpdk *md) noexcept;
+
 } // namespace mrsync::dpdk
 
 /* The error channel (mrsync_dpdk.h, "Errors"): keeps the message for
@@ -66,9 +74,14 @@ struct mrsync_dpdk {
 
 	/* Control side: pool chunks and hinted runs (lookups choose what to
 	 * cache from these), under `mu`. */
+	struct PoolChunk {
+		mrsync::Range range;
+		const struct rte_mempool *pool;
+	};
 	std::mutex mu;
-	std::vector<mrsync::Range> chunks; /* sorted by start */
+	std::vector<PoolChunk> chunks; /* sorted by start */
 	std::atomic<std::uint64_t> hinted_runs{0};
+	bool mempool_events = false; /* subscribed to READY/DESTROY */
 
 	std::unique_ptr<mrsync_dpdk_lcore[]> lcores; /* RTE_MAX_LCORE of them */
 
@@ -77,6 +90,11 @@ struct mrsync_dpdk {
 	/* The range an lcore should cache for a buffer at [addr, addr + len). */
 	mrsync::Range cache_range(std::uint64_t addr, std::uint64_t len);
 	int hint(mrsync::Range run);
+	/* Registers a populated pool's chunks and remembers them (once, however
+	 * often it is called). @return the number of chunks or -errno. */
+	int add_pool(struct rte_mempool *mp);
+	/* Forgets a pool's chunks (its memory's FREE events do the rest). */
+	void remove_pool(const struct rte_mempool *mp);
 };
 
 #endif

@@ -19,11 +19,13 @@ int run_with_eal(int argc, char **argv, std::vector<const char *> eal_args);
 /** Attached to the EAL for one test, on the uring HCA. */
 class Attached {
 public:
-	explicit Attached(std::uint32_t extra_sources, std::uint32_t flags = 0)
+	explicit Attached(std::uint32_t extra_sources, std::uint32_t flags = 0,
+			  std::uint32_t dpdk_flags = 0)
 	{
 		mrsync_dpdk_params p = MRSYNC_DPDK_PARAMS_INIT;
 		p.extra_sources = extra_sources;
 		p.ctx_flags = flags;
+		p.flags = dpdk_flags;
 		p.driver = "uring";
 		rc_ = mrsync_dpdk_attach(&p, &md_);
 		if (rc_ < 0)

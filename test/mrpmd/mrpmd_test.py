@@ -12,18 +12,11 @@ import subprocess
 import sys
 import time
 
+from mrpmd_lines import fail, final_line
+
 MRPMD, CASE = sys.argv[1], sys.argv[2]
 EAL = ["-l", "0-1", "--no-pci", "--in-memory", "--vdev", "net_null0", "--vdev", "net_ring0",
        "--log-level", "lib.eal:warning", "--file-prefix", "mrpmd-test-" + CASE]
-
-
-def final_line(out):
-    """The last 'mrpmd: mode=...' line as a dict of numbers/strings."""
-    lines = [l for l in out.splitlines() if l.startswith("mrpmd: mode=")]
-    if not lines:
-        fail("no final stats line in:\n" + out[-3000:])
-    fields = dict(kv.split("=", 1) for kv in lines[-1].split()[1:])
-    return {k: (float(v) if re.fullmatch(r"[0-9.]+", v) else v) for k, v in fields.items()}
 
 
 def catches_sigint(pid):
@@ -36,11 +29,6 @@ def catches_sigint(pid):
     except OSError:
         pass
     return False
-
-
-def fail(why):
-    print("FAIL:", why)
-    sys.exit(1)
 
 
 def run(app_args, stdin=None, timeout=90):

@@ -11,7 +11,10 @@
  *    hugepages, which then really go back to the system;
  *  - catches changes of other memory (external buffers, plain malloc) through
  *    the kernel module or userfaultfd (params.extra_sources);
- *  - registers a mempool's memory chunks in one call;
+ *  - registers every mempool's memory chunks: the pools that exist at attach
+ *    and, through DPDK's mempool READY/DESTROY events, those populated later
+ *    in this process (mrsync_dpdk_register_mempool() does one explicitly);
+ *  - works in a primary or a secondary process (docs/dpdk.md, "Multi-process");
  *  - gives every lcore a small private cache from buffer to key, checked
  *    against the sources' generations on every lookup: a hit reads lcore-local
  *    memory and the generation words, and writes nothing shared.
@@ -60,8 +63,13 @@ struct mrsync_dpdk_params {
 	uint32_t ctx_flags;       /**< mrsync_params.flags (MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK) */
 	uint32_t access;          /**< MRSYNC_ACCESS_* every registration grants; 0 = all */
 	uint32_t max_regions;     /**< mrsync_params.max_regions; 0 = default */
-	uint32_t reserved;        /**< must be 0 */
+	uint32_t flags;           /**< MRSYNC_DPDK_F_* (0.1: `reserved`, had to be 0) */
 };
+
+/** Do not follow mempool events: pools are registered only by
+ *  mrsync_dpdk_register_mempool() (lookups of other mbufs still work, a
+ *  registration per buffer's pages instead of one per pool chunk). */
+#define MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS (1u << 0)
 
 #define MRSYNC_DPDK_PARAMS_INIT {.struct_size = sizeof(struct mrsync_dpdk_params)}
 
@@ -103,9 +111,9 @@ struct mrsync_dpdk_lcore {
 } __rte_cache_aligned;
 
 /**
- * Attaches to the running EAL: creates the cache, registers the hugepage
- * memory, subscribes to memory events and telemetry (/mrsync/stats,
- * /mrsync/regions).
+ * Attaches to the running EAL (primary or secondary process): creates the
+ * cache, registers the hugepage memory and the mempools, subscribes to
+ * memory and mempool events and telemetry (/mrsync/stats, /mrsync/regions).
  * @return 0; -EINVAL (a parameter, named in mrsync_dpdk_last_error()), -EEXIST
  *         (already attached), -ENODEV (driver or source unavailable), or the
  *         errors of mrsync_ctx_create() and mrsync_hint().
@@ -125,7 +133,14 @@ int mrsync_dpdk_memory_is_static(const struct mrsync_dpdk *md);
 
 /**
  * Registers every memory chunk of a mempool (one registration each, or the
- * hugepage run that holds it), so lookups of its mbufs hit.
+ * hugepage run that holds it), so lookups of its mbufs hit. Optional since
+ * 0.2: attach registers the pools that exist and follows the ones populated
+ * later in this process. Calling it for a pool already registered (by an
+ * event or an earlier call) registers nothing twice and returns the same
+ * count; it is still needed for a pool another process populated after
+ * attach (DPDK delivers mempool events only where the pool is populated), or
+ * with MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS.
+ * Thread safety: any control thread; not from a mempool event callback.
  * @return the number of chunks, or -EINVAL / the errors of mrsync_hint().
  */
 int mrsync_dpdk_register_mempool(struct mrsync_dpdk *md, struct rte_mempool *mp);
