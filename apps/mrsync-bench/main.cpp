@@ -168,7 +168,9 @@ void targets(Report &r)
 	r.target("hit_ns", "<= 2");
 	r.target("ucx_over_hit", ">= 20");
 	r.target("scaling_2t", ">= 1.9");
-	r.target("rereg_over_resync", ">= 1000");
+	r.target("rereg_over_resync", ">= 5000");
+	r.target("miss_fill_over_ucx", "<= 2");
+	r.target("miss_over_ucx_evict", "<= 3");
 }
 
 } // namespace
@@ -229,6 +231,10 @@ int main(int argc, char **argv)
 		report.ratio("ucx_2t_over_hit_2t", "ucx_hit_2t_ns", "hit_2t_ns",
 			     "ucx_hit_2t_ns / hit_2t_ns");
 		report.ratio("exact_over_hit", "exact_hit_ns", "hit_ns", "exact_hit_ns / hit_ns");
+		report.ratio("miss_fill_over_ucx", "miss_fill_ns", "ucx_miss_ns",
+			     "miss_fill_ns / ucx_miss_ns");
+		report.ratio("miss_over_ucx_evict", "miss_ns", "ucx_miss_evict_ns",
+			     "miss_ns / ucx_miss_evict_ns (both evict past 4096 regions)");
 		for (const char *row : {"hit_ns", "hit_2t_ns", "scaling_2t", "miss_ns", "exact_hit_ns",
 					"resync_1page_1g_ns", "rereg_1g_ns", "rereg_over_resync",
 					"ucx_hit_ns", "ucx_hit_2t_ns"})
