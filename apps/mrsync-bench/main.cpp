@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -150,6 +151,10 @@ void machine_params(const Options &o, Report &r)
 	std::string load1;
 	loadavg >> load1;
 	r.param("loadavg_1min", load1.empty() ? "0" : load1, true);
+	char date[32] = "";
+	const std::time_t now = std::time(nullptr);
+	std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+	r.param("date", date);
 	r.param("regions", std::to_string(o.regions), true);
 	r.param("region_bytes", std::to_string(o.region_bytes), true);
 	r.param("lookups_per_thread", std::to_string(o.accesses), true);
