@@ -198,19 +198,24 @@ TEST_P(Resync, RingOverflowResyncsEverythingAndLosesNothing)
  * registration still lands its write. */
 TEST_P(Resync, AChangeBesideARegistrationInvalidatesNothing)
 {
-	Mapping buf(16 * kPage);
-	const Keys keys = keys_of(buf.at(0), 4 * kPage);
+	/* Inaccessible pages around it keep its mapping apart from any
+	 * neighbour (a thread's stack, which the source never chunks). */
+	Mapping fenced(18 * kPage);
+	ASSERT_EQ(mprotect(fenced.at(0), kPage, PROT_NONE), 0);
+	ASSERT_EQ(mprotect(fenced.at(17 * kPage), kPage, PROT_NONE), 0);
+	std::byte *const buf = fenced.at(kPage);
+	const Keys keys = keys_of(buf, 4 * kPage);
 	const mrsync_stats before = ctx_->stats();
-	ASSERT_EQ(munmap(buf.at(12 * kPage), kPage), 0); /* beside, not inside */
-	changed(buf.at(12 * kPage), kPage);
+	ASSERT_EQ(munmap(buf + 12 * kPage, kPage), 0); /* beside, not inside */
+	changed(buf + 12 * kPage, kPage);
 	ASSERT_TRUE(ctx_->resync().ok());
 	const mrsync_stats after = ctx_->stats();
 	EXPECT_GT(after.events, before.events) << "the change beside was not reported at all";
 	EXPECT_EQ(after.entries_invalidated, before.entries_invalidated);
 	EXPECT_EQ(after.invalid_bytes, 0u);
-	expect_write_lands(buf.at(100), 7);
+	expect_write_lands(buf + 100, 7);
 	EXPECT_EQ(ctx_->stats().entries_repinned, before.entries_repinned);
-	EXPECT_EQ(keys_of(buf.at(0), 4 * kPage), keys);
+	EXPECT_EQ(keys_of(buf, 4 * kPage), keys);
 }
 
 std::string source_name(const ::testing::TestParamInfo<std::uint32_t> &info)
