@@ -98,7 +98,7 @@ int parse(int argc, char **argv, Options &o)
 		       o.resync_samples, 11, quick),
 		number("rereg-samples", "1 GiB re-registrations timed (5)", o.rereg_samples, 2,
 		       quick),
-		{"only", "ROW", "run one loop for callgrind: hit, hit_cpp, exact_hit, ucx_hit, miss",
+		{"only", "ROW", "run one loop for callgrind: hit, hit_mru, hit_cpp, exact_hit, ucx_hit, miss",
 		 [&o](const char *v) -> std::optional<std::string> {
 			 o.only = v;
 			 return std::nullopt;
@@ -171,6 +171,7 @@ void machine_params(const Options &o, Report &r)
 void targets(Report &r)
 {
 	r.target("hit_ns", "<= 2");
+	r.target("hit_mru_ns", "<= 2");
 	r.target("ucx_over_hit", ">= 20");
 	r.target("scaling_2t", ">= 1.9");
 	r.target("rereg_over_resync", ">= 5000");
@@ -204,7 +205,7 @@ int main(int argc, char **argv)
 			if (!fn)
 				fn = run_only_ucx(opts);
 			if (!fn)
-				usage_error("--only takes hit, hit_cpp, exact_hit, ucx_hit or miss");
+				usage_error("--only takes hit, hit_mru, hit_cpp, exact_hit, ucx_hit or miss");
 			std::printf("%s: %llu iterations (instructions per lookup = Ir / %llu)\n", fn,
 				    static_cast<unsigned long long>(opts.iterations),
 				    static_cast<unsigned long long>(opts.iterations));

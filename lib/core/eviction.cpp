@@ -29,6 +29,7 @@ void Context::retire_locked(Region &r)
 	if (r.state != Region::State::live)
 		return;
 	r.state = Region::State::retired;
+	bump_epoch();
 	table_.replace(r.begin_va(), r.end_va(), &r, nullptr);
 	--live_regions_;
 	registered_bytes_ -= r.size.load();
@@ -58,6 +59,7 @@ void Context::reclaim_locked()
 void Context::free_region_locked(Update &u, Region &r)
 {
 	if (r.state == Region::State::live) {
+		bump_epoch();
 		table_.replace(r.begin_va(), r.end_va(), &r, nullptr);
 		--live_regions_;
 		registered_bytes_ -= r.size.load();

@@ -331,6 +331,9 @@ Status Context::slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t a
 		const Keys keys = r->current_keys();
 		*out = {r->begin_va(), r->size.load(), keys.lkey, keys.rkey,
 			reinterpret_cast<mrsync_region *>(r)};
+		/* Nothing moves the epoch or seen_ but this lock's holder. */
+		fill_mru(ts, *r, ts.holds[r->slot], hot_.epoch, seen_.load(std::memory_order_relaxed),
+			 addr, len, *out);
 		return {};
 	}
 }

@@ -137,6 +137,7 @@ Status Context::resync_locked()
 	/* read_begin before draining: a change after it moves the words past
 	 * `seq`, so the hit path keeps missing until a later resync has it. */
 	const std::uint64_t seq = mrsync_gen_begin(words_, checked_words_);
+	bump_epoch();
 	std::vector<Range> drained, unsettled;
 	bool overflow = false, unsettled_lost = false;
 	for (auto &source : sources_) {

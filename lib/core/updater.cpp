@@ -67,6 +67,7 @@ Status Update::create(Region &r, std::uint32_t access, std::span<const Range> sk
 Status Update::apply(Region &r, std::uint64_t offset, std::uint64_t len,
 		     std::span<const Extent> extents)
 {
+	ctx_.bump_epoch(); /* kept entries may hold the old keys or pages */
 	unpublish(r, extents);
 	Backings &backings = *ctx_.backings_;
 	r.translation->replace(offset, len, extents, [&](BackingId b, std::uint64_t n) {
