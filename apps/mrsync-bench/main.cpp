@@ -30,7 +30,8 @@ namespace mrsync::bench {
 namespace {
 
 const char kFooter[] =
-	"--rows takes control,mrsync,exact,resync,ucx (default all); --quick shortens the\n"
+	"--rows takes control,mrsync,exact,resync,ucx (default all) and scaling (only when\n"
+	"asked: the resync table, 16 MiB .. 4 GiB pinned); --quick shortens the\n"
 	"batches unless they are given. Instructions per lookup (no hardware counters):\n"
 	"  valgrind --tool=callgrind --toggle-collect=mrsync_bench_hit_loop \\\n"
 	"      mrsync-bench --only hit --iterations 1000000   # then Ir / 1000000\n";
@@ -75,9 +76,9 @@ int parse(int argc, char **argv, Options &o)
 			 std::stringstream list(v);
 			 for (std::string g; std::getline(list, g, ',');) {
 				 if (g != "control" && g != "mrsync" && g != "exact" &&
-				     g != "resync" && g != "ucx")
-					 return "groups among control,mrsync,exact,resync,ucx, not '" +
-						g + "'";
+				     g != "resync" && g != "ucx" && g != "scaling")
+					 return "groups among control,mrsync,exact,resync,ucx,scaling, "
+						"not '" + g + "'";
 				 o.groups.push_back(g);
 			 }
 			 return o.groups.empty() ? std::optional<std::string>("at least one group")
@@ -223,6 +224,7 @@ int main(int argc, char **argv)
 					{"mrsync", run_cache_rows},
 					{"exact", run_exact_rows},
 					{"resync", run_resync_rows},
+					{"scaling", run_scaling_rows},
 					{"ucx", run_ucx_rows}};
 		for (const auto &g : groups) {
 			if (!opts.wants(g.name))

@@ -122,14 +122,10 @@ Status Context::repin_locked(Update &u, Region &r, std::span<const Range> offset
 
 void Context::invalidate_locked(Update &u, Region &r, std::span<const Range> offsets)
 {
-	for (const auto &run : offsets) {
-		const Extent invalid{run.start, run.end - run.start, kNoBacking};
-		const std::uint64_t before = r.translation->invalid_bytes();
-		if (!u.apply(r, run.start, invalid.length, {&invalid, 1}))
-			return; /* retired */
-		stats_.entries_invalidated +=
-			(r.translation->invalid_bytes() - before) / entry_size_;
-	}
+	const std::uint64_t before = r.translation->invalid_bytes();
+	if (!u.invalidate(r, offsets))
+		return; /* retired */
+	stats_.entries_invalidated += (r.translation->invalid_bytes() - before) / entry_size_;
 }
 
 Status Context::resync_locked()
