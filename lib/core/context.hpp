@@ -238,7 +238,8 @@ private:
 					      std::uint32_t access, Want want);
 	Status build_region_locked(Update &u, Region &r, std::uint32_t access, Want want,
 				   Unpinnable unpinnable);
-	Result<std::vector<std::uint64_t>> watch_locked(std::uint64_t start, std::uint64_t size);
+	Status watch_locked(std::uint64_t start, std::uint64_t size,
+			    std::vector<std::uint64_t> &handles);
 	void unwatch_locked(std::span<const std::uint64_t> handles) noexcept;
 	std::vector<Range> unsettled_locked(std::uint64_t start, std::uint64_t end) const;
 	void claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to);
@@ -248,6 +249,9 @@ private:
 	Status hint_locked(Update &u, Region &r, std::uint64_t addr, std::uint64_t len);
 	Status repin_invalid_locked(Update &u, Region &r, std::uint64_t addr, std::uint64_t len);
 	std::vector<Region *> overlapping_locked(std::uint64_t start, std::uint64_t end);
+	/* fn(Region *) for each region overlapping [start, end) until it returns true. */
+	template <typename F>
+	void for_each_overlapping_locked(std::uint64_t start, std::uint64_t end, F &&fn);
 
 	/* resync.cpp */
 	Status resync_locked();
