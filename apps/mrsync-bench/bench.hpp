@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -142,7 +143,15 @@ void run_control_rows(const Options &opts, Report &report);
 void run_cache_rows(const Options &opts, Report &report);
 void run_exact_rows(const Options &opts, Report &report);
 void run_resync_rows(const Options &opts, Report &report);
+/** --rows scaling (not run by default: it populates and pins 16 MiB ...
+ *  4 GiB): resync cost by pages changed and registration size. */
+void run_scaling_rows(const Options &opts, Report &report);
 void run_ucx_rows(const Options &opts, Report &report);
+
+/** mmap(MAP_FIXED)s a fresh page at each of `pages` and makes sure the
+ *  context can see it (the manual source is told; the userfaultfd monitor
+ *  is given 1 ms to publish). Untimed set-up of the resync rows. */
+void replace_pages(MadeContext &made, std::span<char *const> pages);
 
 /* Callgrind mode (--only NAME): one loop, opts.iterations times, after a
  * warm-up that runs other code. Each returns the loop function's name (for

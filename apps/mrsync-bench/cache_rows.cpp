@@ -46,6 +46,16 @@ void warm_up(mrsync_ctx *ctx, const std::vector<bench_access> &lookups)
 	}
 }
 
+/* 16 lookups of 64 bytes at 4 KiB steps inside the first region: a thread
+ * reusing its own buffer. */
+std::vector<bench_access> one_buffer(const Workload &w)
+{
+	std::vector<bench_access> same;
+	for (std::uint64_t i = 0; i < 16; ++i)
+		same.push_back({w.regions[0] + (i * 4096) % w.region_bytes, 64});
+	return same;
+}
+
 } // namespace
 
 MadeContext make_context(const Options &opts, const char *driver)
@@ -114,6 +124,18 @@ void run_cache_rows(const Options &opts, Report &report)
 			     },
 			     t),
 		     "mrsync::Context::get (RAII Registration), same lookups");
+	/* A thread reusing its own buffer: lookups inside one region, through
+	 * the inline entry (mrsync/mru.h). */
+	const std::vector<bench_access> same = one_buffer(w);
+	report_alone(report, "hit_mru_ns",
+		     time_each_cpu(
+			     [&](std::uint64_t s, std::uint64_t n) {
+				     return mrsync_bench_hit_mru_loop(c, same.data(), same.size() - 1,
+								      s, n);
+			     },
+			     t),
+		     "mrsync_get_mru + mrsync_put_mru (inline, mrsync/mru.h), 16 lookups "
+		     "inside one 64 KiB region, cycled");
 	const mrsync_stats hs = made.ctx.stats();
 	report.param("hit_rows_misses", std::to_string(hs.misses), true);
 	if (hs.regions != opts.regions || hs.misses > opts.regions + 8)
@@ -165,15 +187,19 @@ const char *run_only_cache(const Options &opts)
 			     made.source.c_str(), s.misses, s.evictions);
 		return "mrsync_bench_miss_loop";
 	}
-	const bool cpp = opts.only == "hit_cpp";
-	if (opts.only != "hit" && !cpp)
+	const bool cpp = opts.only == "hit_cpp", mru = opts.only == "hit_mru";
+	if (opts.only != "hit" && !cpp && !mru)
 		return nullptr;
 	const Workload w = make_workload(opts.regions, opts.region_bytes, opts.accesses,
 					 opts.max_len, 1);
 	MadeContext made = hinted_context(opts, w);
 	warm_up(made.ctx.c_handle(), w.lookups[0]);
 	std::uint64_t sum;
-	if (cpp)
+	const std::vector<bench_access> same = one_buffer(w);
+	if (mru)
+		sum = mrsync_bench_hit_mru_loop(made.ctx.c_handle(), same.data(), same.size() - 1, 0,
+						opts.iterations);
+	else if (cpp)
 		sum = mrsync_bench_hit_cpp_loop(made.ctx, w.lookups[0].data(), w.mask, 0,
 						opts.iterations);
 	else
@@ -185,7 +211,9 @@ const char *run_only_cache(const Options &opts)
 	const mrsync_stats s = made.ctx.stats();
 	std::fprintf(stderr, "source %s: %" PRIu64 " hits, %" PRIu64 " misses (%u hints)\n",
 		     made.source.c_str(), s.hits, s.misses, opts.regions);
-	return cpp ? "mrsync_bench_hit_cpp_loop" : "mrsync_bench_hit_loop";
+	return mru ? "mrsync_bench_hit_mru_loop"
+	       : cpp ? "mrsync_bench_hit_cpp_loop"
+		     : "mrsync_bench_hit_loop";
 }
 
 } // namespace mrsync::bench

@@ -1,9 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 #include "loops.hpp"
 
+#include <mrsync/mru.h>
+
 namespace {
 constexpr std::uint32_t kAccess = MRSYNC_ACCESS_LOCAL_WRITE;
 constexpr std::uint64_t kFailed = UINT64_MAX;
+
+using GetFn = int (*)(mrsync_ctx *, const void *, size_t, uint32_t, mrsync_reg *);
+using PutFn = int (*)(mrsync_ctx *, mrsync_reg *);
+
+/* get + put on a[(start + i) & mask], i < n; Get and Put inlined. */
+template <GetFn Get, PutFn Put>
+[[gnu::always_inline]] inline std::uint64_t get_put_loop(mrsync_ctx *ctx, const bench_access *a,
+							 std::uint64_t mask, std::uint64_t start,
+							 std::uint64_t n)
+{
+	std::uint64_t sum = 0;
+	for (std::uint64_t i = start; i < start + n; ++i) {
+		const bench_access &e = a[i & mask];
+		mrsync_reg reg;
+		if (Get(ctx, e.addr, e.len, kAccess, &reg) != 0) [[unlikely]]
+			return kFailed;
+		sum += reg.lkey;
+		Put(ctx, &reg);
+	}
+	return sum;
+}
 } // namespace
 
 extern "C" {
@@ -13,16 +36,15 @@ __attribute__((noinline)) std::uint64_t mrsync_bench_hit_loop(mrsync_ctx *ctx,
 							      std::uint64_t mask,
 							      std::uint64_t start, std::uint64_t n)
 {
-	std::uint64_t sum = 0;
-	for (std::uint64_t i = start; i < start + n; ++i) {
-		const bench_access &e = a[i & mask];
-		mrsync_reg reg;
-		if (mrsync_get(ctx, e.addr, e.len, kAccess, &reg) != 0) [[unlikely]]
-			return kFailed;
-		sum += reg.lkey;
-		mrsync_put(ctx, &reg);
-	}
-	return sum;
+	return get_put_loop<mrsync_get, mrsync_put>(ctx, a, mask, start, n);
+}
+
+__attribute__((noinline)) std::uint64_t mrsync_bench_hit_mru_loop(mrsync_ctx *ctx,
+								  const bench_access *a,
+								  std::uint64_t mask,
+								  std::uint64_t start, std::uint64_t n)
+{
+	return get_put_loop<mrsync_get_mru, mrsync_put_mru>(ctx, a, mask, start, n);
 }
 
 __attribute__((noinline)) std::uint64_t mrsync_bench_hit_cpp_loop(mrsync::Context &ctx,

@@ -21,6 +21,11 @@ extern "C" {
 std::uint64_t mrsync_bench_hit_loop(mrsync_ctx *ctx, const bench_access *a, std::uint64_t mask,
 				    std::uint64_t start, std::uint64_t n);
 
+/** mrsync_get_mru + mrsync_put_mru (the inline hit path, mrsync/mru.h) on
+ *  a[(start + i) & mask], i < n: meant for lookups inside one buffer. */
+std::uint64_t mrsync_bench_hit_mru_loop(mrsync_ctx *ctx, const bench_access *a,
+					std::uint64_t mask, std::uint64_t start, std::uint64_t n);
+
 /** mrsync::Context::get (Result<Registration>, put by the destructor). */
 std::uint64_t mrsync_bench_hit_cpp_loop(mrsync::Context &ctx, const bench_access *a,
 					std::uint64_t mask, std::uint64_t start, std::uint64_t n);

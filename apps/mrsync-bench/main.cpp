@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -29,7 +30,8 @@ namespace mrsync::bench {
 namespace {
 
 const char kFooter[] =
-	"--rows takes control,mrsync,exact,resync,ucx (default all); --quick shortens the\n"
+	"--rows takes control,mrsync,exact,resync,ucx (default all) and scaling (only when\n"
+	"asked: the resync table, 16 MiB .. 4 GiB pinned); --quick shortens the\n"
 	"batches unless they are given. Instructions per lookup (no hardware counters):\n"
 	"  valgrind --tool=callgrind --toggle-collect=mrsync_bench_hit_loop \\\n"
 	"      mrsync-bench --only hit --iterations 1000000   # then Ir / 1000000\n";
@@ -74,9 +76,9 @@ int parse(int argc, char **argv, Options &o)
 			 std::stringstream list(v);
 			 for (std::string g; std::getline(list, g, ',');) {
 				 if (g != "control" && g != "mrsync" && g != "exact" &&
-				     g != "resync" && g != "ucx")
-					 return "groups among control,mrsync,exact,resync,ucx, not '" +
-						g + "'";
+				     g != "resync" && g != "ucx" && g != "scaling")
+					 return "groups among control,mrsync,exact,resync,ucx,scaling, "
+						"not '" + g + "'";
 				 o.groups.push_back(g);
 			 }
 			 return o.groups.empty() ? std::optional<std::string>("at least one group")
@@ -97,7 +99,7 @@ int parse(int argc, char **argv, Options &o)
 		       o.resync_samples, 11, quick),
 		number("rereg-samples", "1 GiB re-registrations timed (5)", o.rereg_samples, 2,
 		       quick),
-		{"only", "ROW", "run one loop for callgrind: hit, hit_cpp, exact_hit, ucx_hit, miss",
+		{"only", "ROW", "run one loop for callgrind: hit, hit_mru, hit_cpp, exact_hit, ucx_hit, miss",
 		 [&o](const char *v) -> std::optional<std::string> {
 			 o.only = v;
 			 return std::nullopt;
@@ -150,6 +152,10 @@ void machine_params(const Options &o, Report &r)
 	std::string load1;
 	loadavg >> load1;
 	r.param("loadavg_1min", load1.empty() ? "0" : load1, true);
+	char date[32] = "";
+	const std::time_t now = std::time(nullptr);
+	std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+	r.param("date", date);
 	r.param("regions", std::to_string(o.regions), true);
 	r.param("region_bytes", std::to_string(o.region_bytes), true);
 	r.param("lookups_per_thread", std::to_string(o.accesses), true);
@@ -166,9 +172,12 @@ void machine_params(const Options &o, Report &r)
 void targets(Report &r)
 {
 	r.target("hit_ns", "<= 2");
+	r.target("hit_mru_ns", "<= 2");
 	r.target("ucx_over_hit", ">= 20");
 	r.target("scaling_2t", ">= 1.9");
-	r.target("rereg_over_resync", ">= 1000");
+	r.target("rereg_over_resync", ">= 5000");
+	r.target("miss_fill_over_ucx", "<= 2");
+	r.target("miss_over_ucx_evict", "<= 3");
 }
 
 } // namespace
@@ -197,7 +206,7 @@ int main(int argc, char **argv)
 			if (!fn)
 				fn = run_only_ucx(opts);
 			if (!fn)
-				usage_error("--only takes hit, hit_cpp, exact_hit, ucx_hit or miss");
+				usage_error("--only takes hit, hit_mru, hit_cpp, exact_hit, ucx_hit or miss");
 			std::printf("%s: %llu iterations (instructions per lookup = Ir / %llu)\n", fn,
 				    static_cast<unsigned long long>(opts.iterations),
 				    static_cast<unsigned long long>(opts.iterations));
@@ -215,6 +224,7 @@ int main(int argc, char **argv)
 					{"mrsync", run_cache_rows},
 					{"exact", run_exact_rows},
 					{"resync", run_resync_rows},
+					{"scaling", run_scaling_rows},
 					{"ucx", run_ucx_rows}};
 		for (const auto &g : groups) {
 			if (!opts.wants(g.name))
@@ -229,6 +239,10 @@ int main(int argc, char **argv)
 		report.ratio("ucx_2t_over_hit_2t", "ucx_hit_2t_ns", "hit_2t_ns",
 			     "ucx_hit_2t_ns / hit_2t_ns");
 		report.ratio("exact_over_hit", "exact_hit_ns", "hit_ns", "exact_hit_ns / hit_ns");
+		report.ratio("miss_fill_over_ucx", "miss_fill_ns", "ucx_miss_ns",
+			     "miss_fill_ns / ucx_miss_ns");
+		report.ratio("miss_over_ucx_evict", "miss_ns", "ucx_miss_evict_ns",
+			     "miss_ns / ucx_miss_evict_ns (both evict past 4096 regions)");
 		for (const char *row : {"hit_ns", "hit_2t_ns", "scaling_2t", "miss_ns", "exact_hit_ns",
 					"resync_1page_1g_ns", "rereg_1g_ns", "rereg_over_resync",
 					"ucx_hit_ns", "ucx_hit_2t_ns"})

@@ -60,6 +60,24 @@ std::vector<double> time_rereg(const Options &opts, const Mapping &big, int samp
 
 } // namespace
 
+void replace_pages(MadeContext &made, std::span<char *const> pages)
+{
+	for (char *p : pages) {
+		if (mmap(p, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+			 -1, 0) == MAP_FAILED)
+			throw std::system_error(errno, std::generic_category(), "mmap(MAP_FIXED)");
+		if (made.source == "manual")
+			if (auto ok = made.ctx.notify_unmap(p, kPage); !ok)
+				throw std::runtime_error("mrsync_notify_unmap: " + ok.error().message);
+	}
+	if (made.source != "manual") {
+		/* The unmapping thread resumes once the monitor has read the
+		 * event; give the monitor time to publish it (untimed). */
+		const timespec ms{0, 1'000'000};
+		nanosleep(&ms, nullptr);
+	}
+}
+
 void run_resync_rows(const Options &opts, Report &report)
 {
 	const int resync_samples = opts.resync_samples;
@@ -98,18 +116,7 @@ void run_resync_rows(const Options &opts, Report &report)
 			page = pick(rng);
 		while (!used.insert(page).second);
 		char *p = big.data() + page * kPage;
-		if (mmap(p, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-			 -1, 0) == MAP_FAILED)
-			throw std::system_error(errno, std::generic_category(), "mmap(MAP_FIXED)");
-		if (made.source == "manual") {
-			if (auto ok = ctx.notify_unmap(p, kPage); !ok)
-				throw std::runtime_error("mrsync_notify_unmap: " + ok.error().message);
-		} else {
-			/* The unmapping thread resumes once the monitor has read the
-			 * event; give the monitor time to publish it (untimed). */
-			const timespec ms{0, 1'000'000};
-			nanosleep(&ms, nullptr);
-		}
+		replace_pages(made, {&p, 1});
 		const mrsync_stats before = ctx.stats();
 		std::string failed;
 		const std::uint64_t c0 = thread_cpu_ns(), t0 = now_ns();

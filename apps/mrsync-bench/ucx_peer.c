@@ -61,8 +61,8 @@ static const ucs_rcache_ops_t dummy_ops = {
 	.dump_region = dummy_dump,
 };
 
-int ucx_peer_create(struct ucx_peer **out, int allow_no_events, int *events, char *err,
-		    size_t err_len)
+int ucx_peer_create(struct ucx_peer **out, int allow_no_events, unsigned long max_regions,
+		    int *events, char *err, size_t err_len)
 {
 	struct ucx_peer *peer = calloc(1, sizeof(*peer));
 	if (!peer) {
@@ -89,7 +89,7 @@ int ucx_peer_create(struct ucx_peer **out, int allow_no_events, int *events, cha
 		.ops = &dummy_ops,
 		.context = peer,
 		.flags = 0,
-		.max_regions = ULONG_MAX,
+		.max_regions = max_regions ? max_regions : ULONG_MAX,
 		.max_size = SIZE_MAX,
 		.max_unreleased = SIZE_MAX,
 	};

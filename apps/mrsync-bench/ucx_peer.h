@@ -23,13 +23,15 @@ struct ucx_peer;
  * mode first. Where even that fails (under valgrind, UCM refuses to patch
  * code), the cache is created without events when `allow_no_events` is set:
  * its hit path is the same code, only invalidation is missing.
+ * @param max_regions UCX's region cap (ucs_rcache_params.max_regions), past
+ *        which it evicts the least recently used unused region; 0 = none.
  * @param events receives 1 if the cache gets munmap events, else 0.
  * @param err receives UCX's status text on failure, or why events are off.
  * @return 0 or -1.
  * Thread safety: call once, before any other peer call.
  */
-int ucx_peer_create(struct ucx_peer **out, int allow_no_events, int *events, char *err,
-		    size_t err_len);
+int ucx_peer_create(struct ucx_peer **out, int allow_no_events, unsigned long max_regions,
+		    int *events, char *err, size_t err_len);
 
 /** Destroys the cache (every region must have been put). */
 void ucx_peer_destroy(struct ucx_peer *peer);

@@ -16,8 +16,9 @@ namespace mrsync::bench {
 
 namespace {
 
-constexpr const char *kRows[] = {"ucx_hit_ns", "ucx_hit_2t_ns", "ucx_scaling_2t", "ucx_miss_ns"};
-constexpr const char *kUnits[] = {"ns", "ns", "x", "ns"};
+constexpr const char *kRows[] = {"ucx_hit_ns", "ucx_hit_2t_ns", "ucx_scaling_2t", "ucx_miss_ns",
+				 "ucx_miss_evict_ns"};
+constexpr const char *kUnits[] = {"ns", "ns", "x", "ns", "ns"};
 
 void skip_all(Report &report, const std::string &why)
 {
@@ -34,10 +35,11 @@ struct Peer {
 	ucx_peer *p = nullptr;
 	int events = 0;
 	std::string why_no_events;
-	explicit Peer(bool allow_no_events)
+	explicit Peer(bool allow_no_events, unsigned long max_regions = 0)
 	{
 		char err[256] = "";
-		if (ucx_peer_create(&p, allow_no_events, &events, err, sizeof(err)) != 0)
+		if (ucx_peer_create(&p, allow_no_events, max_regions, &events, err, sizeof(err)) !=
+		    0)
 			throw Unavailable(err);
 		if (!events)
 			why_no_events = err;
@@ -46,6 +48,20 @@ struct Peer {
 	Peer(const Peer &) = delete;
 	Peer &operator=(const Peer &) = delete;
 };
+
+/* The same fill as mrsync's miss rows (4096 misses), then the timed
+ * batches of fresh pages of `area`. */
+Sample time_misses(const Options &opts, const Peer &peer, const Mapping &area)
+{
+	auto misses = [&](std::uint64_t first) -> Loop {
+		return [&, first](std::uint64_t s, std::uint64_t n) {
+			return mrsync_bench_ucx_miss_loop(peer.p, area.data(), kMissStride, kMissLen,
+							  first + s, n);
+		};
+	};
+	(void)time_once(misses(0), 4096);
+	return time_fixed(misses(4096), opts.miss_batch, opts.batches);
+}
 
 void add_regions(const Peer &peer, const Workload &w)
 {
@@ -96,18 +112,20 @@ void run_ucx_rows(const Options &opts, Report &report)
 				    std::to_string(ucx_peer_registrations(peer.p) - cached) +
 				    " regions: some lookups missed");
 
-		/* the same fill as mrsync's miss rows, then the timed batches */
-		auto misses = [&](std::uint64_t first) -> Loop {
-			return [&, first](std::uint64_t s, std::uint64_t n) {
-				return mrsync_bench_ucx_miss_loop(peer.p, area.data(), kMissStride,
-								  kMissLen, first + s, n);
-			};
-		};
-		(void)time_once(misses(0), 4096);
-		const Sample miss = time_fixed(misses(4096), opts.miss_batch, opts.batches);
-		report.set("ucx_miss_ns", miss,
+		report.set("ucx_miss_ns", time_misses(opts, peer, area),
 			   "ucs_rcache_get + put of an uncached page (UCX never evicts here: "
 			   "no max_regions)");
+	} catch (const Unavailable &e) {
+		skip_all(report, e.what());
+		return;
+	}
+	try {
+		/* miss_ns's peer: the same cap as mrsync's default max_regions, so
+		 * past the fill each miss evicts one region in both caches. */
+		Peer capped(false, 4096);
+		report.set("ucx_miss_evict_ns", time_misses(opts, capped, area),
+			   "as ucx_miss_ns with max_regions = 4096 (mrsync's default): each miss "
+			   "past the fill also evicts one");
 	} catch (const Unavailable &e) {
 		skip_all(report, e.what());
 	}

@@ -207,7 +207,7 @@ constexpr std::uint64_t kQueryCoveringOrNext = 0x10;
 std::atomic<bool> procmap_query_missing{false};
 
 /* @return the mappings, or nothing when the kernel lacks the ioctl. */
-std::optional<Result<std::vector<Mapping>>> query_mappings(int fd, Range range)
+std::optional<Result<std::vector<Mapping>>> query_mappings(int fd, Range range, bool clip)
 {
 	std::vector<Mapping> found;
 	char name[512];
@@ -229,7 +229,9 @@ std::optional<Result<std::vector<Mapping>>> query_mappings(int fd, Range range)
 		}
 		if (q.vma_start >= range.end)
 			break;
-		found.push_back({Range{std::max(q.vma_start, range.start), std::min(q.vma_end, range.end)},
+		const Range whole{q.vma_start, q.vma_end};
+		found.push_back({clip ? Range{std::max(whole.start, range.start), std::min(whole.end, range.end)}
+				      : whole,
 				 q.vma_name_size ? std::string(name) : std::string(),
 				 (q.vma_flags & kQueryShared) != 0, (q.vma_flags & kQueryReadable) != 0,
 				 (q.vma_flags & kQueryWritable) != 0, q.inode, q.vma_page_size});
@@ -255,7 +257,7 @@ struct MapsFile {
 	}
 };
 
-std::optional<Result<std::vector<Mapping>>> query_cached(Range range)
+std::optional<Result<std::vector<Mapping>>> query_cached(Range range, bool clip)
 {
 	MapsFile &file = MapsFile::get();
 	/* try_lock: a thread that held it at fork is gone in the child */
@@ -268,21 +270,19 @@ std::optional<Result<std::vector<Mapping>>> query_cached(Range range)
 	}
 	if (!file.fd)
 		return std::nullopt;
-	return query_mappings(file.fd.get(), range);
+	return query_mappings(file.fd.get(), range, clip);
 }
 
-} // namespace
-
-Result<std::vector<Mapping>> mappings_in(Range range)
+Result<std::vector<Mapping>> mappings_of(Range range, bool clip)
 {
 	if (!procmap_query_missing.load(std::memory_order_relaxed))
-		if (auto found = query_cached(range))
+		if (auto found = query_cached(range, clip))
 			return std::move(*found);
 	UniqueFd fd(::open("/proc/self/maps", O_RDONLY | O_CLOEXEC));
 	if (!fd)
 		return make_error(errno, "cannot open /proc/self/maps");
 	if (!procmap_query_missing.load(std::memory_order_relaxed))
-		if (auto found = query_mappings(fd.get(), range))
+		if (auto found = query_mappings(fd.get(), range, clip))
 			return std::move(*found);
 	auto text = read_all(fd.get(), "/proc/self/maps");
 	if (!text)
@@ -294,12 +294,25 @@ Result<std::vector<Mapping>> mappings_in(Range range)
 			return true;
 		if (mapping.range.start >= range.end)
 			return false;
-		mapping.range = {std::max(mapping.range.start, range.start),
-				 std::min(mapping.range.end, range.end)};
+		if (clip)
+			mapping.range = {std::max(mapping.range.start, range.start),
+					 std::min(mapping.range.end, range.end)};
 		found.push_back(std::move(mapping));
 		return true;
 	});
 	return found;
+}
+
+} // namespace
+
+Result<std::vector<Mapping>> mappings_in(Range range) { return mappings_of(range, true); }
+
+std::optional<Mapping> mapping_at(std::uint64_t va)
+{
+	auto found = mappings_of({va, va + 1}, false);
+	if (!found || found->empty())
+		return std::nullopt;
+	return std::move(found->front());
 }
 
 std::vector<Range> mapped_writable(std::uint64_t start, std::uint64_t end)

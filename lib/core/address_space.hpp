@@ -84,6 +84,11 @@ struct Mapping {
  */
 Result<std::vector<Mapping>> mappings_in(Range range);
 
+/** The whole mapping holding `va` (not clipped: one PROCMAP_QUERY where the
+ *  kernel has it), or nothing when none does or it cannot be told.
+ *  Thread safety: any thread. */
+std::optional<Mapping> mapping_at(std::uint64_t va);
+
 /** The readable and writable mapped parts of [start, end), sorted and
  *  merged; empty on error (everything is then a hole: the safe side).
  *  Thread safety: any thread. */

@@ -19,6 +19,7 @@ Result<BackingId> Backings::pin_one(std::uint64_t va, std::uint64_t len)
 	if (id.ok()) {
 		entries_[*id] = Entry{va, len, 0};
 		pinned_bytes_ += len;
+		stale_bytes_ += len;
 		unused_.push_back(*id); /* until a translation uses it */
 	}
 	return id;
@@ -72,13 +73,13 @@ Result<std::vector<Extent>> Backings::pin(std::uint64_t base, std::uint64_t va, 
 
 void Backings::use(BackingId id, std::uint64_t bytes)
 {
-	entries_.at(id).used += bytes;
+	update(entries_.at(id), [bytes](Entry &e) { e.used += bytes; });
 }
 
 void Backings::unuse(BackingId id, std::uint64_t bytes)
 {
 	auto &entry = entries_.at(id);
-	entry.used -= bytes;
+	update(entry, [bytes](Entry &e) { e.used -= bytes; });
 	if (!entry.used)
 		unused_.push_back(id);
 }
@@ -94,6 +95,7 @@ std::size_t Backings::release_unused() noexcept
 			continue; /* gone already, or used again */
 		driver_->unpin(id);
 		pinned_bytes_ -= it->second.len;
+		stale_bytes_ -= stale(it->second);
 		entries_.erase(it);
 		++released;
 	}
@@ -123,14 +125,6 @@ bool Backings::has_stale_bytes(BackingId id) const
 {
 	auto it = entries_.find(id);
 	return it != entries_.end() && it->second.used < it->second.len;
-}
-
-std::uint64_t Backings::stale_bytes() const noexcept
-{
-	std::uint64_t bytes = 0;
-	for (const auto &[id, e] : entries_)
-		bytes += e.len - std::min(e.len, e.used);
-	return bytes;
 }
 
 } // namespace mrsync::detail

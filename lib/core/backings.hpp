@@ -8,6 +8,7 @@
 #ifndef MRSYNC_BACKINGS_HPP
 #define MRSYNC_BACKINGS_HPP
 
+#include <algorithm>
 #include <cstdint>
 #include <unordered_map>
 #include <vector>
@@ -56,7 +57,7 @@ public:
 	bool has_stale_bytes(BackingId id) const;
 
 	std::uint64_t pinned_bytes() const noexcept { return pinned_bytes_; }
-	std::uint64_t stale_bytes() const noexcept;
+	std::uint64_t stale_bytes() const noexcept { return stale_bytes_; }
 	std::size_t count() const noexcept { return entries_.size(); }
 
 	/** Fork child: the driver dropped its kernel objects; forget ours. */
@@ -65,6 +66,7 @@ public:
 		entries_.clear();
 		unused_.clear();
 		pinned_bytes_ = 0;
+		stale_bytes_ = 0;
 	}
 
 private:
@@ -80,6 +82,19 @@ private:
 	std::unordered_map<BackingId, Entry> entries_;
 	std::vector<BackingId> unused_; /* candidates for release_unused() */
 	std::uint64_t pinned_bytes_ = 0;
+	/* The sum of stale(entry) over entries_, kept as they change: a resync
+	 * asks after every pass, and a fragmented registration has a backing
+	 * per replaced page. */
+	std::uint64_t stale_bytes_ = 0;
+	static std::uint64_t stale(const Entry &e) noexcept { return e.len - std::min(e.len, e.used); }
+	/* Applies `change` to `e`, keeping stale_bytes_ right. */
+	template <typename F>
+	void update(Entry &e, F change)
+	{
+		stale_bytes_ -= stale(e);
+		change(e);
+		stale_bytes_ += stale(e);
+	}
 };
 
 } // namespace mrsync::detail

@@ -2,6 +2,7 @@
 /* The C ABI: argument checks, Result -> -errno, and the thread's last error
  * text. The hit path of mrsync_get() is Context::get_fast(), inlined here. */
 #include <mrsync/mrsync.hpp>
+#include <mrsync/mru.h>
 #include <mrsync/testing.h>
 
 #include <cstddef>
@@ -141,6 +142,19 @@ int mrsync_get(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t ac
 	if (ctx && out) [[likely]]
 		if (impl(ctx)->get_fast(reinterpret_cast<std::uint64_t>(addr), len, access, *out))
 			[[likely]]
+			return 0;
+	return get_slow_path(ctx, addr, len, access, out);
+}
+
+int mrsync_get_mru_slow(struct mrsync_ctx *ctx, const void *addr, size_t len, uint32_t access,
+			struct mrsync_reg *out)
+{
+	/* mrsync_get() that also keeps what it hands out as the thread's entry
+	 * (the slow path always does): plain mrsync_get() callers do not pay
+	 * for the stores. */
+	if (ctx && out) [[likely]]
+		if (impl(ctx)->get_fast<true>(reinterpret_cast<std::uint64_t>(addr), len, access,
+					      *out)) [[likely]]
 			return 0;
 	return get_slow_path(ctx, addr, len, access, out);
 }

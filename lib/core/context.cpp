@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <bit>
 #include <cinttypes>
+#include <cstdlib>
 #include <string>
 
 #include <mrsync/log.hpp>
@@ -137,6 +138,10 @@ Context::Context(const mrsync_params &params, VaTable table)
 	  slab_(std::make_unique<Region[]>(2 * params.max_regions)),
 	  slab_size_(2 * params.max_regions), params_(params), entry_size_(params.entry_size)
 {
+	hot_.id = id_;
+	/* mrsync/mru.h reads the handle as a struct mrsync_ctx_hot. */
+	if (static_cast<const void *>(this) != static_cast<const void *>(&hot_))
+		std::abort();
 	for (std::uint32_t i = 0; i < slab_size_; ++i)
 		slab_[i].slot = i;
 	free_slots_.reserve(slab_size_);
@@ -157,6 +162,8 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 		params.ring_entries = 1024;
 	if (auto ok = init_reader_sync(); !ok)
 		return std::move(ok).error();
+	static_assert(sizeof(mrsync_ctx_hot::words) / sizeof(void *) >= kMaxSources,
+		      "the inline hit path must see every source's word");
 
 	auto driver = open_driver(params.driver,
 				  params.entry_size ? params.entry_size : MRSYNC_DEFAULT_ENTRY_SIZE,
@@ -245,6 +252,10 @@ void Context::adopt_sources(std::vector<std::unique_ptr<EventSource>> sources) n
 	for (std::uint32_t i = 0; i < nsources_; ++i)
 		words_[i] = sources_[i]->generation();
 	words_[nsources_] = &fork_base_;
+	for (std::uint32_t i = 0; i < 4; ++i)
+		hot_.words[i] = i < checked_words_ ? words_[i] : nullptr;
+	hot_.nwords = checked_words_;
+	bump_epoch();
 }
 
 Status Context::validate_request(std::uint64_t addr, std::uint64_t len,

@@ -20,6 +20,7 @@
 #include <mrsync/driver.hpp>
 #include <mrsync/generation.h>
 #include <mrsync/mrsync.h>
+#include <mrsync/mru.h>
 #include <mrsync/source.hpp>
 
 #include "backings.hpp"
@@ -61,13 +62,18 @@ public:
 
 	/** The hit path: generations, then the page table, then a hold. Returns
 	 *  false when the slow path must decide (never an error by itself). */
+	template <bool kFillMru = false>
 	[[gnu::always_inline]] bool get_fast(std::uint64_t addr, std::uint64_t len,
 					     std::uint32_t access, mrsync_reg &out) noexcept
 	{
+		/* Before anything is looked at: an entry kept for this thread
+		 * (mrsync/mru.h) is good only while nothing moved it since. */
+		const std::uint64_t epoch =
+			kFillMru ? __atomic_load_n(&hot_.epoch, __ATOMIC_ACQUIRE) : 0;
+		const std::uint64_t seen = seen_.load(std::memory_order_relaxed);
 		/* read_retry against what the last resync applied (no words
 		 * when generation checks are off: both sides are then 0). */
-		if (mrsync_gen_retry(words_, checked_words_, seen_.load(std::memory_order_relaxed)))
-			[[unlikely]]
+		if (mrsync_gen_retry(words_, checked_words_, seen)) [[unlikely]]
 			return false;
 		ThreadState *ts = tls_slots[0].state;
 		if (tls_slots[0].ctx_id != id_) [[unlikely]]
@@ -97,7 +103,44 @@ public:
 		ThreadState::bump(ts->hits);
 		const Keys keys = r->current_keys();
 		out = {start, size, keys.lkey, keys.rkey, reinterpret_cast<mrsync_region *>(r)};
+		if constexpr (kFillMru)
+			fill_mru(*ts, *r, hold, epoch, seen, addr, len, out);
 		return true;
+	}
+
+	/** Keeps what a lookup handed out as the thread's entry (mrsync/mru.h),
+	 *  with the epoch and generation read before it was validated: the
+	 *  whole registration when it has no invalid entry, else the pages of
+	 *  the request (just validated). Writes only this thread's TLS. */
+	[[gnu::always_inline]] void fill_mru(ThreadState &ts, const Region &r,
+					     std::atomic<std::int64_t> &hold, std::uint64_t epoch,
+					     std::uint64_t gen, std::uint64_t addr, std::uint64_t len,
+					     const mrsync_reg &reg) const noexcept
+	{
+		static_assert(sizeof(std::atomic<std::int64_t>) == sizeof(std::int64_t));
+		mrsync_mru &m = mrsync_mru_tls;
+		constexpr std::uint64_t page = std::uint64_t(1) << VaTable::kPageShift;
+		const bool whole = !r.has_invalid.load(std::memory_order_relaxed);
+		/* Two words at most, so the inline check sums them without a loop. */
+		m.ctx_id = hot_.nwords <= 2 ? hot_.id : 0;
+		m.words[0] = hot_.nwords > 0 ? hot_.words[0] : &hot_.zero;
+		m.words[1] = hot_.nwords > 1 ? hot_.words[1] : &hot_.zero;
+		m.epoch = epoch;
+		m.gen = gen;
+		m.start = whole ? reg.addr : addr & ~(page - 1);
+		m.end = whole ? reg.addr + reg.length : (addr + len + page - 1) & ~(page - 1);
+		m.access = r.access.load(std::memory_order_relaxed);
+		m.reg = reg;
+		m.hold = reinterpret_cast<std::int64_t *>(&hold);
+		m.hits = reinterpret_cast<std::uint64_t *>(&ts.hits);
+	}
+
+	/** Every kept entry (mrsync/mru.h) of every thread is stale from now on.
+	 *  Under the lock, before a replaced translation is released or a
+	 *  registration freed (reclaim_locked's barrier comes after). */
+	void bump_epoch() noexcept
+	{
+		__atomic_store_n(&hot_.epoch, hot_.epoch + 1, __ATOMIC_RELEASE);
 	}
 
 	/** Invalid entries have no page-table slot, so the page of `addr` is
@@ -195,7 +238,8 @@ private:
 					      std::uint32_t access, Want want);
 	Status build_region_locked(Update &u, Region &r, std::uint32_t access, Want want,
 				   Unpinnable unpinnable);
-	Result<std::vector<std::uint64_t>> watch_locked(std::uint64_t start, std::uint64_t size);
+	Status watch_locked(std::uint64_t start, std::uint64_t size,
+			    std::vector<std::uint64_t> &handles);
 	void unwatch_locked(std::span<const std::uint64_t> handles) noexcept;
 	std::vector<Range> unsettled_locked(std::uint64_t start, std::uint64_t end) const;
 	void claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to);
@@ -205,6 +249,9 @@ private:
 	Status hint_locked(Update &u, Region &r, std::uint64_t addr, std::uint64_t len);
 	Status repin_invalid_locked(Update &u, Region &r, std::uint64_t addr, std::uint64_t len);
 	std::vector<Region *> overlapping_locked(std::uint64_t start, std::uint64_t end);
+	/* fn(Region *) for each region overlapping [start, end) until it returns true. */
+	template <typename F>
+	void for_each_overlapping_locked(std::uint64_t start, std::uint64_t end, F &&fn);
 
 	/* resync.cpp */
 	Status resync_locked();
@@ -225,7 +272,9 @@ private:
 	void reclaim_locked();
 	void free_region_locked(Update &u, Region &r);
 
-	/* Read by the hit path; written only under the lock. */
+	/* Read by the hit path; written only under the lock. hot_ first: the
+	 * C handle points at it (mrsync/mru.h). */
+	mrsync_ctx_hot hot_{};
 	const std::uint64_t id_;
 	std::uint32_t nsources_ = 0;
 	/* The words the hit path checks: nsources_, or 0 when generation

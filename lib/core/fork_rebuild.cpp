@@ -24,6 +24,7 @@ void Context::mark_forked() noexcept
 	__atomic_store_n(&fork_base_, generation_at_fork_ + 1, __ATOMIC_RELEASE);
 	/* An impossible value: every hit path check fails until the rebuild. */
 	seen_.store(~0ull, std::memory_order_relaxed);
+	bump_epoch();
 }
 
 Status Context::rebuild_after_fork_locked()

@@ -25,32 +25,47 @@ std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) & 
 
 } // namespace
 
-std::vector<Region *> Context::overlapping_locked(std::uint64_t start, std::uint64_t end)
+template <typename F>
+void Context::for_each_overlapping_locked(std::uint64_t start, std::uint64_t end, F &&fn)
 {
-	std::vector<Region *> found;
 	const std::uint64_t from = start > max_region_size_ ? start - max_region_size_ : 0;
 	for (auto it = index_.lower_bound({from, 0}); it != index_.end() && it->first.first < end;
 	     ++it)
-		if (it->second->end_va() > start)
-			found.push_back(it->second);
+		if (it->second->end_va() > start && fn(it->second))
+			return;
+}
+
+std::vector<Region *> Context::overlapping_locked(std::uint64_t start, std::uint64_t end)
+{
+	std::vector<Region *> found;
+	for_each_overlapping_locked(start, end, [&found](Region *r) {
+		found.push_back(r);
+		return false;
+	});
 	return found;
 }
 
 Region *Context::find_locked(std::uint64_t addr, std::uint64_t len, std::uint32_t access)
 {
-	for (Region *r : overlapping_locked(addr, addr + len))
+	/* Every miss asks: no allocation here (callgrind, --only miss). */
+	Region *found = nullptr;
+	for_each_overlapping_locked(addr, addr + len, [&](Region *r) {
 		if (r->state == Region::State::live && r->begin_va() <= addr &&
 		    addr + len <= r->end_va() && !(access & ~r->access.load()))
-			return r;
-	return nullptr;
+			found = r;
+		return found != nullptr;
+	});
+	return found;
 }
 
-Result<std::vector<std::uint64_t>> Context::watch_locked(std::uint64_t start, std::uint64_t size)
+Status Context::watch_locked(std::uint64_t start, std::uint64_t size,
+			     std::vector<std::uint64_t> &handles)
 {
 	/* Every source that can watch the range does (a source that cannot
 	 * says why); whether one can vouch for pinning it is prepare_pin's
-	 * question, asked next. */
-	std::vector<std::uint64_t> handles(sources_.size(), 0);
+	 * question, asked next. `handles` is a slab slot's: assigned, so its
+	 * capacity is reused (one allocation less per miss). */
+	handles.assign(sources_.size(), 0);
 	std::string reasons;
 	std::optional<Error> first;
 	bool seen = false;
@@ -66,7 +81,7 @@ Result<std::vector<std::uint64_t>> Context::watch_locked(std::uint64_t start, st
 		reasons += (reasons.empty() ? "" : "; ") + handle.error().message;
 	}
 	if (seen)
-		return handles;
+		return {};
 	if (first) /* not mapped, memlock...: more telling than "unwatchable" */
 		return std::move(*first);
 	return make_error(ENOTSUP, fmt("no event source of this context can watch "
@@ -140,10 +155,11 @@ Status Context::build_region_locked(Update &u, Region &r, std::uint32_t access, 
 	 * be a lost write waiting for the first change nobody reports. */
 	const std::uint64_t start = r.begin_va(), size = r.size.load(std::memory_order_relaxed);
 	const bool fail = unpinnable == Unpinnable::fail;
-	auto watches = watch_locked(start, size);
-	if (!watches && fail)
-		return std::move(watches).error();
-	r.watches = watches ? std::move(*watches) : std::vector<std::uint64_t>(sources_.size(), 0);
+	Status watches = watch_locked(start, size, r.watches);
+	if (!watches && fail) {
+		r.watches.clear();
+		return watches;
+	}
 	const auto give_up = [&](Error why) {
 		unwatch_locked(r.watches);
 		r.watches.clear();
@@ -331,6 +347,9 @@ Status Context::slow_path(std::uint64_t addr, std::uint64_t len, std::uint32_t a
 		const Keys keys = r->current_keys();
 		*out = {r->begin_va(), r->size.load(), keys.lkey, keys.rkey,
 			reinterpret_cast<mrsync_region *>(r)};
+		/* Nothing moves the epoch or seen_ but this lock's holder. */
+		fill_mru(ts, *r, ts.holds[r->slot], hot_.epoch, seen_.load(std::memory_order_relaxed),
+			 addr, len, *out);
 		return {};
 	}
 }

@@ -122,14 +122,10 @@ Status Context::repin_locked(Update &u, Region &r, std::span<const Range> offset
 
 void Context::invalidate_locked(Update &u, Region &r, std::span<const Range> offsets)
 {
-	for (const auto &run : offsets) {
-		const Extent invalid{run.start, run.end - run.start, kNoBacking};
-		const std::uint64_t before = r.translation->invalid_bytes();
-		if (!u.apply(r, run.start, invalid.length, {&invalid, 1}))
-			return; /* retired */
-		stats_.entries_invalidated +=
-			(r.translation->invalid_bytes() - before) / entry_size_;
-	}
+	const std::uint64_t before = r.translation->invalid_bytes();
+	if (!u.invalidate(r, offsets))
+		return; /* retired */
+	stats_.entries_invalidated += (r.translation->invalid_bytes() - before) / entry_size_;
 }
 
 Status Context::resync_locked()
@@ -137,6 +133,7 @@ Status Context::resync_locked()
 	/* read_begin before draining: a change after it moves the words past
 	 * `seq`, so the hit path keeps missing until a later resync has it. */
 	const std::uint64_t seq = mrsync_gen_begin(words_, checked_words_);
+	bump_epoch();
 	std::vector<Range> drained, unsettled;
 	bool overflow = false, unsettled_lost = false;
 	for (auto &source : sources_) {

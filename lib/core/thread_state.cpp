@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: MIT */
+#include <mrsync/mru.h>
+
 #include "thread_state.hpp"
 
 #include <linux/membarrier.h>
@@ -14,6 +16,13 @@
 namespace mrsync::detail {
 
 __thread TlsSlot tls_slots[kTlsSlots] __attribute__((tls_model("initial-exec")));
+
+} // namespace mrsync::detail
+
+/* mrsync/mru.h: the calling thread's kept entry, zero (empty) at start. */
+__thread mrsync_mru mrsync_mru_tls __attribute__((tls_model("initial-exec")));
+
+namespace mrsync::detail {
 
 namespace {
 int membarrier(int cmd)

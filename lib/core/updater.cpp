@@ -67,6 +67,23 @@ Status Update::create(Region &r, std::uint32_t access, std::span<const Range> sk
 Status Update::apply(Region &r, std::uint64_t offset, std::uint64_t len,
 		     std::span<const Extent> extents)
 {
+	change(r, offset, len, extents);
+	return commit(r, extents);
+}
+
+Status Update::invalidate(Region &r, std::span<const Range> runs)
+{
+	for (const Range &run : runs) {
+		const Extent invalid{run.start, run.end - run.start, kNoBacking};
+		change(r, run.start, invalid.length, {&invalid, 1});
+	}
+	return commit(r, {});
+}
+
+void Update::change(Region &r, std::uint64_t offset, std::uint64_t len,
+		    std::span<const Extent> extents)
+{
+	ctx_.bump_epoch(); /* kept entries may hold the old keys or pages */
 	unpublish(r, extents);
 	Backings &backings = *ctx_.backings_;
 	r.translation->replace(offset, len, extents, [&](BackingId b, std::uint64_t n) {
@@ -76,6 +93,10 @@ Status Update::apply(Region &r, std::uint64_t offset, std::uint64_t len,
 	for (const auto &e : extents)
 		if (e.backing != kNoBacking)
 			backings.use(e.backing, e.length);
+}
+
+Status Update::commit(Region &r, std::span<const Extent> published)
+{
 	const Keys old_keys = r.current_keys();
 	auto keys = ctx_.driver_->map(old_keys, r.translation->extents());
 	if (!keys) {
@@ -97,7 +118,7 @@ Status Update::apply(Region &r, std::uint64_t offset, std::uint64_t len,
 		report_key_change(r, old_keys, *keys);
 	}
 	r.has_invalid.store(r.translation->invalid_bytes() != 0, std::memory_order_relaxed);
-	publish(r, extents);
+	publish(r, published);
 	return {};
 }
 

@@ -57,6 +57,12 @@ public:
 	Status apply(Region &r, std::uint64_t offset, std::uint64_t len,
 		     std::span<const Extent> extents);
 
+	/** apply() of "no backing" to every run of `runs` (offsets in `r`),
+	 *  with one device map for all of them: a resync that invalidates n
+	 *  runs of a registration maps once, not n times (each map hands the
+	 *  driver the whole translation). Same failure rule as apply(). */
+	Status invalidate(Region &r, std::span<const Range> runs);
+
 	/** Destroys `r`'s device registration (unless `device_gone`: a fork
 	 *  child's, which is the parent's) and gives up its uses of backings. */
 	void destroy(Region &r, bool device_gone) noexcept;
@@ -80,6 +86,12 @@ public:
 	void abandon() noexcept { finished_ = true; }
 
 private:
+	/* apply() in two halves: the translation and the page table first
+	 * (any number of times), then one device map for all of it. */
+	void change(Region &r, std::uint64_t offset, std::uint64_t len,
+		    std::span<const Extent> extents);
+	Status commit(Region &r, std::span<const Extent> published);
+
 	void report_key_change(const Region &r, Keys old_keys, Keys new_keys);
 
 	Context &ctx_;

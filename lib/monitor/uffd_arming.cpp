@@ -121,22 +121,29 @@ Result<std::uint64_t> UffdSource::watch(std::uint64_t va, std::uint64_t len)
 	if (!pages)
 		return std::move(pages).error();
 	const Range range = *pages;
-	/* The kernel registers around holes without complaint; a watch over
-	 * memory that is not there is the caller's mistake. */
-	if (!fully_mapped(range))
-		return uffd_explain_unmapped("watch", range).error();
 
 	std::lock_guard lock(mu_);
-	Range registered;
-	if (const int code = register_aligned(range, registered))
-		return uffd_explain_refused("watch", range, code).error();
+	/* The kernel registers around holes without complaint; a watch over
+	 * memory that is not there is the caller's mistake. A kept proof
+	 * (uffd_chunks.cpp) already says it is all mapped. */
+	if (!proven_locked(range) && !fully_mapped(range))
+		return uffd_explain_unmapped("watch", range).error();
+	Watch w{range, chunk_for_locked(range)};
+	if (!w.chunk.end) {
+		if (const int code = register_aligned(range, w.range))
+			return uffd_explain_refused("watch", range, code).error();
+	}
 	try {
-		coverage_.add(registered);
+		if (!w.chunk.end)
+			coverage_.add(w.range);
 		try {
-			watches_.emplace(next_handle_, registered);
+			watches_.emplace(next_handle_, w);
 		} catch (...) {
-			for (const Range &piece : coverage_.remove(registered))
-				disarm(piece);
+			if (w.chunk.end)
+				release_chunk_locked(w.chunk);
+			else
+				for (const Range &piece : coverage_.remove(w.range))
+					disarm(piece);
 			throw;
 		}
 	} catch (const std::bad_alloc &) {
@@ -154,10 +161,15 @@ void UffdSource::unwatch(std::uint64_t handle) noexcept
 	const auto it = watches_.find(handle);
 	if (it == watches_.end())
 		return;
+	if (it->second.chunk.end) {
+		release_chunk_locked(it->second.chunk);
+		watches_.erase(it);
+		return;
+	}
 	try {
 		/* Only what no other watch covers: overlapping watches share the
 		 * kernel's registration. */
-		for (const Range &piece : coverage_.remove(it->second))
+		for (const Range &piece : coverage_.remove(it->second.range))
 			disarm(piece);
 	} catch (...) {
 		/* Left registered: only spurious events. */
@@ -191,14 +203,22 @@ Status UffdSource::prepare_pin(std::uint64_t handle, Range range)
 	range = *pages;
 	/* Arms even what it will not vouch for: another source may pin it on
 	 * its own word, and the mapping's end must still be reported. */
+	Range chunk;
 	{
 		std::lock_guard lock(mu_);
 		const auto it = watches_.find(handle);
-		if (it == watches_.end() || range.start < it->second.start ||
-		    it->second.end < range.end)
+		if (it == watches_.end() || range.start < it->second.range.start ||
+		    it->second.range.end < range.end)
 			return make_error(ENOTSUP, "pin: " + format_range(range) +
 							   " is not watched by this userfaultfd source");
+		chunk = it->second.chunk;
+		if (chunk.end && !unguarded_ && proven_locked(range))
+			return {};
 	}
+	/* A whole chunk proven once serves the next pins in it; if part of it
+	 * is gone or not private anonymous any more, prove just the range. */
+	if (chunk.end && !unguarded_ && prove_chunk(chunk, range))
+		return {};
 	/* Arm, look, then prove that what we looked at is armed. Looking after
 	 * arming is not enough by itself: an armed SysV segment can go without
 	 * an event (shmdt) and an anonymous mapping fill the hole without one,

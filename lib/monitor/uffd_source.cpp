@@ -115,6 +115,7 @@ Result<std::unique_ptr<EventSource>> UffdSource::create(const SourceConfig &conf
 		return make_error(code, "userfaultfd source: cannot start the monitor thread: " +
 						errno_text(code));
 	source->thread_started_ = true;
+	source->note_monitor_stack();
 	::pthread_setname_np(source->thread_, "mrsync-uffd");
 	LiveSources::get().add(source.get());
 	return std::unique_ptr<EventSource>(std::move(source));
@@ -139,6 +140,8 @@ UffdSource::~UffdSource()
 			}
 			coverage_.clear();
 			watches_.clear();
+			chunks_.clear();
+			proven_.clear();
 		}
 		if (thread_started_) {
 			const std::uint64_t one = 1;

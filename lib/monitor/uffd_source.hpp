@@ -6,6 +6,7 @@
  *   uffd_source.cpp      life cycle: create, destroy, fork (abandon), the factory;
  *   uffd_monitor.cpp     the monitor thread that reads the events;
  *   uffd_arming.cpp      watch/unwatch/prepare_pin: registering with the kernel;
+ *   uffd_chunks.cpp      coarse watches: a chunk registered once, proofs kept;
  *   uffd_open.cpp        opening the userfaultfd, and why it was refused (EPERM);
  *   uffd_messages.cpp    what userfaultfd cannot watch or see, as messages.
  *
@@ -152,6 +153,22 @@ private:
 	void disarm(Range piece) noexcept;
 	int probe_armed(std::span<const Mapping> mappings, Range range);
 
+	/* uffd_chunks.cpp (mu_ held): coarse watches. A watch inside a chunk
+	 * this source registered costs no system call; a proof of a whole
+	 * chunk ("arm, look, prove") is kept until the generation moves. */
+	Range chunk_for_locked(Range range);
+	void release_chunk_locked(Range chunk) noexcept;
+	Range coarse_chunk_locked(Range range);
+	bool proven_locked(Range range);
+	bool prove_chunk(Range chunk, Range range);
+	bool chunkable(const Mapping &m) const noexcept;
+	void note_monitor_stack() noexcept;
+
+	struct Watch {
+		Range range; /* what this watch asked for, pages */
+		Range chunk; /* the coarse registration holding it; empty: its own */
+	};
+
 	EventBuffer unsettled_; /* REMOVE ranges: the monitor appends, drain_unsettled takes */
 	UniqueFd uffd_;
 	UniqueFd stop_; /* eventfd: the destructor asks the monitor to return */
@@ -168,7 +185,21 @@ private:
 	 * Never taken by the monitor (rule 4 above). */
 	std::mutex mu_;
 	detail::Coverage coverage_;
-	std::map<std::uint64_t, Range> watches_; /* handle -> range registered */
+	std::map<std::uint64_t, Watch> watches_; /* by handle */
+	/* Coarse registrations by start: kept while a watch is inside. One
+	 * whose mapping went is registered again by the next watch in it. */
+	struct Chunk {
+		std::uint64_t end;
+		std::uint32_t watches;
+	};
+	std::map<std::uint64_t, Chunk> chunks_;
+	/* Chunks proven armed and private anonymous at generation proven_gen_
+	 * (start -> end); stale, and cleared, once the generation moved. */
+	std::map<std::uint64_t, std::uint64_t> proven_;
+	std::uint64_t proven_gen_ = ~0ull;
+	/* The monitor thread's stack: never inside a chunk (glibc madvise()s
+	 * an exiting thread's stack, and the monitor would wait for itself). */
+	Range monitor_stack_{};
 	std::uint64_t next_handle_ = 1;
 	/* Zeros to UFFDIO_COPY into a hugetlb page when probing (mu_); never
 	 * written, so never backed by more than the zero page. */

@@ -192,6 +192,32 @@ TEST_P(Resync, RingOverflowResyncsEverythingAndLosesNothing)
 	EXPECT_EQ(keys_of(buf.at(0), 32 * kPage), keys);
 }
 
+/* A coarse watch (userfaultfd's chunks, docs/design.md) reports changes next
+ * to a registration; the resync must filter them against the registrations:
+ * no entry invalidated, no re-pin, the same keys, and the next lookup of the
+ * registration still lands its write. */
+TEST_P(Resync, AChangeBesideARegistrationInvalidatesNothing)
+{
+	/* Inaccessible pages around it keep its mapping apart from any
+	 * neighbour (a thread's stack, which the source never chunks). */
+	Mapping fenced(18 * kPage);
+	ASSERT_EQ(mprotect(fenced.at(0), kPage, PROT_NONE), 0);
+	ASSERT_EQ(mprotect(fenced.at(17 * kPage), kPage, PROT_NONE), 0);
+	std::byte *const buf = fenced.at(kPage);
+	const Keys keys = keys_of(buf, 4 * kPage);
+	const mrsync_stats before = ctx_->stats();
+	ASSERT_EQ(munmap(buf + 12 * kPage, kPage), 0); /* beside, not inside */
+	changed(buf + 12 * kPage, kPage);
+	ASSERT_TRUE(ctx_->resync().ok());
+	const mrsync_stats after = ctx_->stats();
+	EXPECT_GT(after.events, before.events) << "the change beside was not reported at all";
+	EXPECT_EQ(after.entries_invalidated, before.entries_invalidated);
+	EXPECT_EQ(after.invalid_bytes, 0u);
+	expect_write_lands(buf + 100, 7);
+	EXPECT_EQ(ctx_->stats().entries_repinned, before.entries_repinned);
+	EXPECT_EQ(keys_of(buf, 4 * kPage), keys);
+}
+
 std::string source_name(const ::testing::TestParamInfo<std::uint32_t> &info)
 {
 	return info.param == MRSYNC_SOURCE_UFFD ? "userfaultfd" : "manual";

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -421,6 +422,14 @@ TEST_F(UffdSource, UnwatchedRangeGivesNoEvent)
 	expect_no_event(before);
 }
 
+// A named anonymous mapping takes the exact path: the source registers just
+// the watched pages (a plain one is watched by the chunk around it, below).
+// Kernels without CONFIG_ANON_VMA_NAME skip the tests that need it.
+bool name_it(const Area &area)
+{
+	return prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, area.base, area.len, "mrsync-test") == 0;
+}
+
 TEST_F(UffdSource, UnwatchStopsEvents)
 {
 	Area area(2 * kPage);
@@ -433,6 +442,8 @@ TEST_F(UffdSource, UnwatchStopsEvents)
 TEST_F(UffdSource, OverlappingWatchesUnwatchOneTheOtherStillReports)
 {
 	Area area(6 * kPage);
+	if (!name_it(area))
+		GTEST_SKIP() << "PR_SET_VMA_ANON_NAME unsupported";
 	const std::uint64_t a = watch(area.page(0), 4 * kPage); // pages 0-3
 	const std::uint64_t b = watch(area.page(2), 4 * kPage); // pages 2-5
 	source_->unwatch(a);
@@ -450,6 +461,52 @@ TEST_F(UffdSource, OverlappingWatchesUnwatchOneTheOtherStillReports)
 	before = generation();
 	ASSERT_EQ(munmap(area.page(5), kPage), 0);
 	expect_no_event(before);
+}
+
+// Coarse watches (uffd_chunks.cpp): the first watch of a plain anonymous
+// mapping registers the chunk around it, so its unwatched neighbours report
+// too (the context filters those against its registrations), until the last
+// watch inside it goes.
+TEST_F(UffdSource, AWatchRegistersTheChunkAroundIt)
+{
+	Area area(8 * kPage);
+	const std::uint64_t a = watch(area.page(0), kPage);
+	const std::uint64_t b = watch(area.page(2), kPage);
+	std::uint64_t before = generation();
+	ASSERT_EQ(munmap(area.page(6), kPage), 0); // not watched, same chunk
+	EXPECT_TRUE(Covers(reported_since(before), area.pages(6, 1)));
+	source_->unwatch(a);
+	before = generation();
+	ASSERT_EQ(munmap(area.page(7), kPage), 0); // b keeps the chunk
+	EXPECT_TRUE(Covers(reported_since(before), area.pages(7, 1)));
+	source_->unwatch(b);
+	before = generation();
+	ASSERT_EQ(munmap(area.page(5), kPage), 0);
+	expect_no_event(before);
+}
+
+// A kept proof is only good while the generation has not moved: a shared
+// mapping put over a proven chunk (an event) must be refused, not vouched
+// for on the old proof's word. The negative control is the pin guard's
+// (MRSYNC_CTX_F_TEST_UNGUARDED_PINS: the core then asks no source at all).
+TEST_F(UffdSource, AKeptProofDiesWithTheGeneration)
+{
+	Area area(8 * kPage);
+	const std::uint64_t handle = watch(area.base, area.len);
+	ASSERT_TRUE(source_->prepare_pin(handle, area.pages(0, 1))) << "first proof";
+	ASSERT_TRUE(source_->prepare_pin(handle, area.pages(1, 1))) << "kept proof";
+	const int fd = memfd_create("mrsync-test", MFD_CLOEXEC);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(ftruncate(fd, kPage), 0);
+	const std::uint64_t before = generation();
+	ASSERT_EQ(mmap(area.page(3), kPage, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0),
+		  area.page(3));
+	close(fd);
+	EXPECT_TRUE(Covers(reported_since(before), area.pages(3, 1)));
+	const mrsync::Status shared = source_->prepare_pin(handle, area.pages(3, 1));
+	ASSERT_FALSE(shared) << "vouched for a shared mapping on a stale proof";
+	EXPECT_EQ(shared.error().code, ENOTSUP) << shared.error().message;
+	EXPECT_TRUE(source_->prepare_pin(handle, area.pages(5, 1))) << "the rest is still good";
 }
 
 TEST_F(UffdSource, MapFixedLeavesTheNewMappingUnwatchedUntilRearm)
