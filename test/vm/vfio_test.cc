@@ -39,7 +39,7 @@ constexpr std::size_t kPage = 4096;
 
 Edu *edu; /* opened once: a group opens once at a time */
 
-mrsync::Context make_ctx(std::uint32_t flags = 0)
+mrsync::Context make_ctx(std::uint32_t flags = 0, std::uint64_t entry_size = 0)
 {
 	const mrsync_vfio_params vp = edu->vfio_params();
 	mrsync_params p = MRSYNC_PARAMS_INIT;
@@ -47,6 +47,7 @@ mrsync::Context make_ctx(std::uint32_t flags = 0)
 	p.driver_arg = &vp;
 	p.sources = MRSYNC_SOURCE_KMOD;
 	p.flags = flags;
+	p.entry_size = entry_size;
 	auto ctx = mrsync::Context::create(p);
 	if (!ctx) {
 		ADD_FAILURE() << ctx.error().message;
@@ -130,6 +131,33 @@ TEST(VfioEdu, DeliversTheWriteAtTheSameIovaAfterMapFixed)
 	const auto s = ctx.stats();
 	EXPECT_GE(s.entries_invalidated + s.entries_repinned, 1u);
 	EXPECT_EQ(s.key_changes, 0u);
+}
+
+/* 64 KiB entries: one MAP_DMA each; a changed page invalidates (unmaps) its
+ * whole entry, and the next lookup maps the entry again at its IOVA. The
+ * entry's other pages keep their data: they are the same pages. */
+TEST(VfioEdu, LargerEntriesResyncWholeEntriesAtTheSameIova)
+{
+	constexpr std::size_t kEntry = 64 * 1024;
+	auto ctx = make_ctx(0, kEntry);
+	void *raw = mmap(nullptr, 4 * kEntry, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(raw, MAP_FAILED);
+	auto *buf = reinterpret_cast<std::byte *>(
+		(reinterpret_cast<std::uintptr_t>(raw) + kEntry - 1) & ~(kEntry - 1));
+	std::memset(buf, 0, 2 * kEntry);
+	auto reg = ctx.get(buf, 2 * kEntry);
+	ASSERT_TRUE(reg.ok()) << reg.error().message;
+	const std::uint64_t base = iova_of(*reg, reinterpret_cast<std::uint64_t>(buf));
+	EXPECT_EQ(base % kEntry, 0u);
+	const auto neighbour = pattern(100, 30);
+	ASSERT_TRUE(edu->write(base + kEntry + 3 * kPage, neighbour).ok());
+	const auto bytes = pattern(100, 31);
+	EXPECT_EQ(remap_and_dma(ctx, buf + kEntry + 5 * kPage, bytes), base + kEntry + 5 * kPage);
+	EXPECT_TRUE(holds(buf + kEntry + 5 * kPage, bytes)) << "mrsync lost the write";
+	EXPECT_TRUE(holds(buf + kEntry + 3 * kPage, neighbour));
+	EXPECT_GE(ctx.stats().entries_invalidated, 1u);
+	munmap(raw, 4 * kEntry);
 }
 
 TEST(VfioEdu, DmaToAnInvalidatedPageIsBlockedByTheIommu)
