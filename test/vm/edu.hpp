@@ -94,6 +94,18 @@ std::optional<std::string> find_edu();
  *  lines in the kernel ring buffer). */
 std::size_t dmar_faults();
 
+/** The params of a vfio-driver context with the kernel module as its source
+ *  (`vp` must outlive the creation). */
+inline mrsync_params vfio_ctx_params(const mrsync_vfio_params &vp, std::uint32_t flags = 0)
+{
+	mrsync_params p = MRSYNC_PARAMS_INIT;
+	p.driver = "vfio";
+	p.driver_arg = &vp;
+	p.sources = MRSYNC_SOURCE_KMOD;
+	p.flags = flags;
+	return p;
+}
+
 /** The IOVA of `va` inside a vfio-driver registration. */
 inline std::uint64_t iova_of(const Registration &reg, std::uint64_t va)
 {

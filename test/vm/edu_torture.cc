@@ -15,7 +15,6 @@
 #include <mutex>
 
 #include <mrsync/mrsync.hpp>
-#include <mrsync/testing.h>
 #include <mrsync/vfio.h>
 
 #include "churn_workload.hpp"
@@ -45,12 +44,7 @@ int main(int argc, char **argv)
 		return guest ? 1 : 77;
 	}
 	const mrsync_vfio_params vp = edu->vfio_params();
-	mrsync_params params = MRSYNC_PARAMS_INIT;
-	params.driver = "vfio";
-	params.driver_arg = &vp;
-	params.sources = MRSYNC_SOURCE_KMOD;
-	params.flags = flags;
-	auto ctx = mrsync::Context::create(params);
+	auto ctx = mrsync::Context::create(mrsync::test::vfio_ctx_params(vp, flags));
 	if (!ctx) {
 		std::fprintf(stderr, "edu_torture: %s\n", ctx.error().message.c_str());
 		return 1;

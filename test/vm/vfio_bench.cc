@@ -69,10 +69,7 @@ Row measure(const std::string &device, std::uint64_t bytes)
 	{
 		mrsync_vfio_params vp = MRSYNC_VFIO_PARAMS_INIT;
 		vp.device = device.c_str();
-		mrsync_params p = MRSYNC_PARAMS_INIT;
-		p.driver = "vfio";
-		p.driver_arg = &vp;
-		p.sources = MRSYNC_SOURCE_KMOD;
+		mrsync_params p = mrsync::test::vfio_ctx_params(vp);
 		p.compact_threshold = UINT64_MAX;
 		auto ctx = mrsync::Context::create(p);
 		if (!ctx)

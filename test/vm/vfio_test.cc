@@ -42,11 +42,7 @@ Edu *edu; /* opened once: a group opens once at a time */
 mrsync::Context make_ctx(std::uint32_t flags = 0, std::uint64_t entry_size = 0)
 {
 	const mrsync_vfio_params vp = edu->vfio_params();
-	mrsync_params p = MRSYNC_PARAMS_INIT;
-	p.driver = "vfio";
-	p.driver_arg = &vp;
-	p.sources = MRSYNC_SOURCE_KMOD;
-	p.flags = flags;
+	mrsync_params p = mrsync::test::vfio_ctx_params(vp, flags);
 	p.entry_size = entry_size;
 	auto ctx = mrsync::Context::create(p);
 	if (!ctx) {
