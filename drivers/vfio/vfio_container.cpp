@@ -16,6 +16,8 @@
 
 namespace mrsync::vfio {
 
+static_assert(Container::kType1v2 == VFIO_TYPE1v2_IOMMU);
+
 using detail::errno_text;
 using detail::fmt;
 
@@ -36,7 +38,7 @@ Result<std::string> group_path(const std::string &device)
 	return std::string("/dev/vfio/") + (slash ? slash + 1 : target);
 }
 
-Result<Container> Container::open(const std::string &device)
+Result<Container> Container::open(const std::string &device, int iommu_type)
 {
 	auto path = group_path(device);
 	if (!path)
@@ -61,9 +63,9 @@ Result<Container> Container::open(const std::string &device)
 	if (ioctl(c.group_.get(), VFIO_GROUP_SET_CONTAINER, &fd))
 		return make_error(errno, fmt("vfio: VFIO_GROUP_SET_CONTAINER %s: %s", path->c_str(),
 					     errno_text(errno).c_str()));
-	if (ioctl(fd, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
-		return make_error(errno, fmt("vfio: VFIO_SET_IOMMU type1v2: %s (no interrupt "
-					     "remapping? see docs/vfio.md)",
+	if (ioctl(fd, VFIO_SET_IOMMU, iommu_type))
+		return make_error(errno, fmt("vfio: VFIO_SET_IOMMU %d: %s (no interrupt "
+					     "remapping? see docs/vfio.md)", iommu_type,
 					     errno_text(errno).c_str()));
 	return c;
 }

@@ -38,8 +38,10 @@ Result<std::string> group_path(const std::string &device);
 class Container {
 public:
 	/** Opens /dev/vfio/vfio and the group of `device`, attaches the group
-	 *  and sets VFIO_TYPE1v2_IOMMU. */
-	static Result<Container> open(const std::string &device);
+	 *  and sets `iommu_type` (VFIO_TYPE1v2_IOMMU; a test passes
+	 *  VFIO_TYPE1_IOMMU, DPDK's choice, to check an adopted type1). */
+	static Result<Container> open(const std::string &device, int iommu_type = kType1v2);
+	static constexpr int kType1v2 = 3; /* VFIO_TYPE1v2_IOMMU */
 	/** Uses `fd` (its IOMMU already set) without owning it. */
 	static Result<Container> adopt(int fd);
 

@@ -75,12 +75,22 @@ std::size_t dmar_faults()
 	return count;
 }
 
-Result<Edu> Edu::open()
+bool dmar_fault_since(std::size_t before)
+{
+	for (int i = 0; i < 200; ++i) {
+		if (dmar_faults() > before)
+			return true;
+		std::this_thread::sleep_for(std::chrono::milliseconds(10));
+	}
+	return false;
+}
+
+Result<Edu> Edu::open(int iommu_type)
 {
 	auto addr = find_edu();
 	if (!addr)
 		return make_error(ENODEV, "edu: no device 1234:11e8 (QEMU -device edu)");
-	auto container = vfio::Container::open(*addr);
+	auto container = vfio::Container::open(*addr, iommu_type);
 	if (!container)
 		return std::move(container).error();
 	Edu edu;

@@ -46,7 +46,7 @@ public:
 	/** Finds the edu device, opens its group in a new container, maps
 	 *  BAR0 and the staging page, turns bus mastering on.
 	 *  @return the device, or an error saying which step failed. */
-	static Result<Edu> open();
+	static Result<Edu> open(int iommu_type = vfio::Container::kType1v2);
 
 	/** The container, for mrsync to adopt (mrsync_vfio_params). */
 	int container_fd() const noexcept { return container_.fd(); }
@@ -93,6 +93,10 @@ std::optional<std::string> find_edu();
 /** DMAR faults the kernel logged so far ("DMAR: [DMA Write]" / "[DMA Read]"
  *  lines in the kernel ring buffer). */
 std::size_t dmar_faults();
+
+/** Whether the kernel logged a DMAR fault beyond the first `before`, waiting
+ *  up to 2 s: the fault interrupt is handled after the DMA completes. */
+bool dmar_fault_since(std::size_t before);
 
 /** The params of a vfio-driver context with the kernel module as its source
  *  (`vp` must outlive the creation). */

@@ -26,6 +26,8 @@
 #include <cstring>
 #include <vector>
 
+#include <linux/vfio.h>
+
 #include <mrsync/mrsync.hpp>
 #include <mrsync/vfio.h>
 
@@ -178,7 +180,7 @@ TEST(VfioEdu, DmaToAnInvalidatedPageIsBlockedByTheIommu)
 	map_pages(1, buf);
 	ASSERT_TRUE(edu->write(iova, pattern(128, 5)).ok());
 	EXPECT_TRUE(zero(buf, kPage)) << "DMA to an invalid entry reached memory";
-	EXPECT_GT(mrsync::test::dmar_faults(), faults0) << "no DMAR fault logged";
+	EXPECT_TRUE(mrsync::test::dmar_fault_since(faults0)) << "no DMAR fault logged";
 }
 
 TEST(VfioEdu, DmaToUntouchedPagesContinuesDuringAResync)
@@ -204,8 +206,10 @@ TEST(VfioEdu, DmaToUntouchedPagesContinuesDuringAResync)
 	}
 	EXPECT_GE(ctx.stats().entries_invalidated, 3u);
 	/* Negative control: a cache that re-registers the whole area unmaps
-	 * page 1 too; a DMA that runs in that window is lost (and faults). */
-	const std::size_t faults0 = mrsync::test::dmar_faults();
+	 * page 1 too; a DMA that runs in that window is lost. (It faults too,
+	 * but QEMU may fold a fault into one still pending -- "New fault is
+	 * not recorded due to compression of faults" -- so the log is not
+	 * asserted here; DmaToAnInvalidatedPageIsBlockedByTheIommu does.) */
 	const auto bytes = pattern(200, 20);
 	ASSERT_TRUE(edu->load(bytes).ok());
 	auto gone = edu->container().unmap(base, 2 * kPage);
@@ -213,7 +217,6 @@ TEST(VfioEdu, DmaToUntouchedPagesContinuesDuringAResync)
 	edu->start_to_ram(base + kPage, bytes.size());
 	ASSERT_TRUE(edu->wait().ok());
 	EXPECT_FALSE(holds(buf + kPage, bytes)) << "the whole-range remap did not disturb DMA";
-	EXPECT_GT(mrsync::test::dmar_faults(), faults0);
 	for (std::size_t i = 0; i < 2; ++i) /* as the re-registration would */
 		ASSERT_TRUE(edu->container()
 				    .map(reinterpret_cast<std::uint64_t>(buf) + i * kPage,
@@ -221,10 +224,16 @@ TEST(VfioEdu, DmaToUntouchedPagesContinuesDuringAResync)
 				    .ok());
 }
 
+/* --type1: the container gets VFIO_TYPE1_IOMMU, as DPDK's EAL sets it, and
+ * every test runs on it adopted (type1 unmaps whole mappings like type1v2;
+ * it only "succeeds" on partial ones, which the driver never asks for). */
 int mrsync_vm_helper(int argc, char **argv)
 {
-	(void)argc;
-	static mrsync::Result<Edu> opened = Edu::open();
+	int type = mrsync::vfio::Container::kType1v2;
+	for (int i = 1; i < argc; ++i)
+		if (!std::strcmp(argv[i], "--type1"))
+			type = VFIO_TYPE1_IOMMU;
+	static mrsync::Result<Edu> opened = Edu::open(type);
 	if (!opened) {
 		std::fprintf(stderr, "%s: %s: %s\n", argv[0],
 			     std::getenv("MRSYNC_VM_GUEST") ? "failed" : "skipped",
