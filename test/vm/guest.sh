@@ -83,10 +83,34 @@ setup_softroce() {
 	return 1
 }
 
+# VFIO for the vfio driver's tests (test/vm/vfio_test.cc): QEMU's edu device,
+# behind intel-iommu (test/vm/run), bound to vfio-pci. dma_entry_limit: the
+# benchmark maps 1 GiB in 4 KiB entries (262144 mappings; the default allows
+# 65535). A failure is logged and the vfio tests then fail.
+setup_vfio() {
+	local dev group
+	dev=$(grep -l 0x11e8 /sys/bus/pci/devices/*/device 2>/dev/null | head -n 1)
+	[ -n "$dev" ] || { log "no edu device (QEMU -device edu)"; return 1; }
+	dev=${dev%/device}
+	{
+		modprobe vfio_iommu_type1 dma_entry_limit=1048576 &&
+		modprobe vfio-pci &&
+		echo 1234 11e8 >/sys/bus/pci/drivers/vfio-pci/new_id
+	} >>"$out" 2>&1 || { log "binding edu to vfio-pci failed"; return 1; }
+	group=$(basename "$(readlink "$dev/iommu_group")")
+	for _ in $(seq 50); do
+		[ -c "/dev/vfio/$group" ] && return 0
+		sleep 0.1
+	done
+	log "/dev/vfio/$group did not appear"
+	return 1
+}
+
 # Runs every manifest entry of kind $1 ('test', or 'long' for test/vm/run --long).
 run_tests() {
 	local want=$1 kind name path args status
 	setup_softroce
+	setup_vfio
 	# Hugepages for the torture: its hugepage buffers and the SysV shm it
 	# attaches over them (Debian 6.1's io_uring pins no 4 KiB SysV shm).
 	echo 16 >/proc/sys/vm/nr_hugepages || log "cannot reserve hugepages"
@@ -136,6 +160,7 @@ run_bench() {
 	# bench-<name>.txt.
 	local kind name path args
 	setup_softroce || return 1
+	setup_vfio || return 1
 	load_module || return 1
 	while IFS=$'\t' read -r kind name path args; do
 		case "$kind" in bench-*) ;; *) continue ;; esac
