@@ -141,10 +141,15 @@ void Hca::Impl::finish(std::uint32_t idx)
 		chunks.free(req.chunk, req.nchunks);
 	}
 	req.result = result;
+	counters.dma_completed++;
+	/* A burst's thread watches its requests' states; poll() must not see them. */
+	if (req.burst) {
+		req.state.store(detail::ReqState::Done, std::memory_order_release);
+		return;
+	}
 	req.state.store(detail::ReqState::Done, std::memory_order_release);
 	done.push(idx);
 	counters.inflight--;
-	counters.dma_completed++;
 }
 
 void Hca::Impl::on_release_tag(std::uint64_t tag)
@@ -246,7 +251,7 @@ Result<Completion> Hca::wait(std::uint64_t user_data, std::chrono::milliseconds 
 		for (std::uint32_t i = 0; i < impl_->options.queue_depth; ++i) {
 			const auto st = impl_->reqs[i].state.load(std::memory_order_acquire);
 			if ((st == detail::ReqState::Reserved || st == detail::ReqState::InFlight) &&
-			    impl_->reqs[i].user_data == user_data)
+			    !impl_->reqs[i].burst && impl_->reqs[i].user_data == user_data)
 				return Progress::Pending;
 		}
 		return Progress::Never;

@@ -94,7 +94,6 @@ namespace {
 
 using detail::fmt;
 
-constexpr unsigned kSqEntries = 1024;
 /* Roomy CQ: tags and multi-SQE requests can outnumber the SQ; overflow is
  * kept by the kernel (IORING_FEAT_NODROP) but costs an extra syscall. */
 constexpr unsigned kCqEntries = 8192;
@@ -135,7 +134,7 @@ Status Hca::Impl::open()
 	 * so the kernel must not wait for the submitter to enter it again. */
 	params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
 	params.cq_entries = kCqEntries;
-	if (int rc = ring.init(kSqEntries, params); rc < 0)
+	if (int rc = ring.init(detail::kSqEntries, params); rc < 0)
 		return make_error(-rc, fmt("io_uring_setup: %s", detail::errno_text(-rc).c_str()));
 	if (auto st = missing_features(params.features); !st)
 		return st;

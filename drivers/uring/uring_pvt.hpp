@@ -89,6 +89,8 @@ private:
 };
 
 inline constexpr std::uint64_t kChunk = 64 * 1024;
+/** SQ entries of the ring: the largest burst round. */
+inline constexpr unsigned kSqEntries = 1024;
 inline constexpr std::uint32_t kSlotBits = 14; /* kMaxBackings == 1 << 14 */
 inline constexpr std::uint32_t kSlotMask = (1u << kSlotBits) - 1;
 /** Generations wrap below 2^18 - 1 so no BackingId equals kNoBacking. */
@@ -131,6 +133,7 @@ struct Request {
 	std::uint32_t pending = 0;    /**< SQEs without a CQE yet */
 	std::uint64_t transferred = 0;
 	int result = 0;               /**< first error (or the refusal), else 0 */
+	bool burst = false;           /**< burst(): its thread collects it, not poll()/wait() */
 };
 
 struct Registration {
@@ -181,7 +184,17 @@ struct Hca::Impl {
 	int translate(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool to_memory,
 		      const detail::Registration *&reg, std::uint32_t &pieces);
 	void emit(std::uint32_t idx, const detail::Registration *reg, std::uint64_t va,
-		  bool to_memory);
+		  bool to_memory, bool async = true);
+	/** Puts request idx (Reserved) in flight under the submission lock:
+	 *  translates, stamps its ticket, emits its SQEs; returns the refusal. */
+	int launch(std::uint32_t idx, std::uint32_t key, std::uint64_t va, bool to_memory,
+		   bool async);
+
+	/* burst.cpp */
+	Result<std::size_t> burst_round(std::span<const DmaOp> ops, std::span<int> results,
+					std::span<std::uint32_t> idx);
+	std::size_t reserve_burst(std::span<const DmaOp> ops, std::span<int> results,
+				  std::span<std::uint32_t> idx);
 	io_uring_sqe *next_sqe();
 	void flush_sq();
 
@@ -239,7 +252,8 @@ struct Hca::Impl {
 		std::atomic<std::uint64_t> dma_refused{0};
 		std::atomic<std::uint64_t> sqes{0};
 		std::atomic<std::uint64_t> release_tags{0};
-		std::atomic<std::uint32_t> inflight{0}; /**< requests Reserved..InFlight */
+		std::atomic<std::uint64_t> submits{0};
+		std::atomic<std::uint32_t> inflight{0}; /**< requests Reserved..InFlight, bursts' not */
 	} counters;
 };
 

@@ -93,6 +93,18 @@ struct HcaStats {
 	std::uint64_t dma_refused = 0;    /**< requests refused by the translation check */
 	std::uint64_t sqes = 0;           /**< SQEs submitted to the kernel for DMA */
 	std::uint64_t release_tags = 0;   /**< slot-release tag CQEs processed */
+	std::uint64_t submits = 0;        /**< io_uring_submit calls that carried DMA SQEs */
+};
+
+/** One DMA operation of a burst (Hca::burst()). */
+struct DmaOp {
+	std::uint32_t lkey = 0;    /**< registration key */
+	std::uint64_t va = 0;      /**< address inside the registration */
+	/** into_memory: the source, may be reused once burst() returns;
+	 *  otherwise the destination, filled by the time burst() returns. */
+	std::byte *buf = nullptr;
+	std::uint32_t len = 0;     /**< 1 .. kMaxRequestBytes */
+	bool into_memory = true;   /**< true: as write(); false: as read() */
 };
 
 /**
@@ -219,6 +231,32 @@ public:
 	 */
 	Status read(std::uint32_t lkey, std::uint64_t va, std::span<std::byte> dst,
 		    std::uint64_t user_data);
+
+	/**
+	 * Moves a burst of DMA with one submission and one completion pass, and
+	 * returns once every operation has ended. Each operation is checked
+	 * against its registration's translation as write()/read() are -- all of
+	 * them under one hold of the submission lock, right before the one
+	 * io_uring_submit, so none sees a torn or retired translation -- and a
+	 * refused one writes nothing anywhere. A burst larger than the free
+	 * requests, the staging area or the SQ moves in rounds, each one
+	 * submission. Nothing is allocated; the burst's completions never reach
+	 * poll()/wait().
+	 * @param ops the operations; any mix of keys, directions, valid and not.
+	 * @param results caller-owned, at least ops.size(): results[i] is the
+	 *        bytes ops[i] moved, or -errno as a write()/read() Completion
+	 *        (-EINVAL unknown key or zero length, -EMSGSIZE too large,
+	 *        -EFAULT outside the registration or no current backing,
+	 *        -EACCES write without write access).
+	 * @return success (each result says what its operation did); EINVAL
+	 *         (results too short, nothing moved), ETIMEDOUT (no request or
+	 *         staging freed within kDefaultWait -- e.g. queue_depth
+	 *         completions left uncollected -- or DMA not done in a minute),
+	 *         ESHUTDOWN; then the results from the failed round on are
+	 *         -ECANCELED (an earlier round's stand).
+	 * Thread safety: any thread; several bursts may run at once.
+	 */
+	Status burst(std::span<const DmaOp> ops, std::span<int> results);
 
 	/**
 	 * Collects up to out.size() completions, oldest first, without blocking.
