@@ -19,31 +19,10 @@ namespace mrsync::uring {
 namespace {
 
 using detail::fmt;
+using detail::for_each_piece;
+using detail::kWireFile;
 
 constexpr std::uint32_t kWriteAccess = MRSYNC_ACCESS_LOCAL_WRITE | MRSYNC_ACCESS_REMOTE_WRITE;
-constexpr unsigned kWireFile = 0; /* fixed-file index of the staging memfd */
-
-/* Calls fn(extent, va, len, offset in the request) for each piece of
- * [va, va + len), which lies inside `reg`; stops when fn returns false. */
-template <class Fn>
-bool for_each_piece(const detail::Registration &reg, std::uint64_t va, std::uint64_t len, Fn &&fn)
-{
-	const auto &ext = reg.extents;
-	std::uint64_t off = va - reg.va;
-	const std::uint64_t end = off + len;
-	/* The last extent starting at or before `off`; extents[0] starts at 0. */
-	auto it = std::upper_bound(ext.begin(), ext.end(), off,
-				   [](std::uint64_t o, const Extent &e) { return o < e.offset; });
-	--it;
-	for (std::uint64_t done = 0; off < end; ++it) {
-		const std::uint64_t piece = std::min(end, it->offset + it->length) - off;
-		if (!fn(*it, reg.va + off, piece, done))
-			return false;
-		off += piece;
-		done += piece;
-	}
-	return true;
-}
 
 } // namespace
 
@@ -141,6 +120,7 @@ Result<std::uint32_t> Hca::Impl::reserve(std::uint64_t len, std::uint64_t user_d
 	req.nchunks = nchunks;
 	req.dst = nullptr;
 	req.burst = false;
+	req.sqe_results = nullptr;
 	counters.inflight++;
 	req.state.store(detail::ReqState::Reserved, std::memory_order_release);
 	return idx;

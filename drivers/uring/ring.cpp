@@ -138,6 +138,13 @@ Status Hca::Impl::open()
 		return make_error(-rc, fmt("io_uring_setup: %s", detail::errno_text(-rc).c_str()));
 	if (auto st = missing_features(params.features); !st)
 		return st;
+	/* Vectored fixed-buffer I/O (Linux 6.15) lets burst() move many
+	 * operations on one backing with one SQE; without it, one SQE each. */
+	if (io_uring_probe *probe = io_uring_get_probe_ring(ring.get())) {
+		vectored_fixed = io_uring_opcode_supported(probe, detail::kOpReadvFixed) &&
+				 io_uring_opcode_supported(probe, detail::kOpWritevFixed);
+		io_uring_free_probe(probe);
+	}
 	if (int rc = io_uring_register_buffers_sparse(ring.get(), kMaxBackings); rc < 0)
 		return make_error(-rc, fmt("registering %u sparse buffer slots: %s", kMaxBackings,
 					    detail::errno_text(-rc).c_str()));

@@ -9,6 +9,7 @@
 
 #include <liburing.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -89,8 +90,15 @@ private:
 };
 
 inline constexpr std::uint64_t kChunk = 64 * 1024;
-/** SQ entries of the ring: the largest burst round. */
+/** SQ entries of the ring. */
 inline constexpr unsigned kSqEntries = 1024;
+/** IORING_OP_READV_FIXED / WRITEV_FIXED of the Linux 6.15 uapi, which
+ *  liburing 2.3's header predates; used only when the probe lists them. */
+inline constexpr int kOpReadvFixed = 60;
+inline constexpr int kOpWritevFixed = 61;
+/** A DMA CQE's user_data: the request index in the low 32 bits and, for a
+ *  burst, the SQE's number within the round above them (below kTagBit). */
+inline constexpr unsigned kSqeShift = 32;
 inline constexpr std::uint32_t kSlotBits = 14; /* kMaxBackings == 1 << 14 */
 inline constexpr std::uint32_t kSlotMask = (1u << kSlotBits) - 1;
 /** Generations wrap below 2^18 - 1 so no BackingId equals kNoBacking. */
@@ -133,7 +141,10 @@ struct Request {
 	std::uint32_t pending = 0;    /**< SQEs without a CQE yet */
 	std::uint64_t transferred = 0;
 	int result = 0;               /**< first error (or the refusal), else 0 */
-	bool burst = false;           /**< burst(): its thread collects it, not poll()/wait() */
+	/** burst(): one request per round; its thread collects it (not
+	 *  poll()/wait()), copies reads out and frees its staging. */
+	bool burst = false;
+	int *sqe_results = nullptr;   /**< burst(): each SQE's CQE result, by number */
 };
 
 struct Registration {
@@ -142,6 +153,31 @@ struct Registration {
 	std::uint32_t access = 0;
 	std::vector<Extent> extents;
 };
+
+/** Fixed-file index of the staging memfd (the wire). */
+inline constexpr unsigned kWireFile = 0;
+
+/** Calls fn(extent, va, len, offset in the request) for each piece of
+ *  [va, va + len), which lies inside `reg`; stops when fn returns false. */
+template <class Fn>
+bool for_each_piece(const Registration &reg, std::uint64_t va, std::uint64_t len, Fn &&fn)
+{
+	const auto &ext = reg.extents;
+	std::uint64_t off = va - reg.va;
+	const std::uint64_t end = off + len;
+	/* The last extent starting at or before `off`; extents[0] starts at 0. */
+	auto it = std::upper_bound(ext.begin(), ext.end(), off,
+				   [](std::uint64_t o, const Extent &e) { return o < e.offset; });
+	--it;
+	for (std::uint64_t done = 0; off < end; ++it) {
+		const std::uint64_t piece = std::min(end, it->offset + it->length) - off;
+		if (!fn(*it, reg.va + off, piece, done))
+			return false;
+		off += piece;
+		done += piece;
+	}
+	return true;
+}
 
 /** What a wait predicate reports. */
 enum class Progress { Done, Pending, Never };
@@ -191,10 +227,12 @@ struct Hca::Impl {
 		   bool async);
 
 	/* burst.cpp */
+	struct Round;
 	Result<std::size_t> burst_round(std::span<const DmaOp> ops, std::span<int> results,
-					std::span<std::uint32_t> idx);
-	std::size_t reserve_burst(std::span<const DmaOp> ops, std::span<int> results,
-				  std::span<std::uint32_t> idx);
+					Round &round);
+	Result<std::uint32_t> reserve_round(std::uint64_t bytes);
+	void launch_round(std::span<const DmaOp> ops, std::span<int> results, Round &round);
+	void settle_round(std::span<const DmaOp> ops, std::span<int> results, Round &round);
 	io_uring_sqe *next_sqe();
 	void flush_sq();
 
@@ -203,7 +241,7 @@ struct Hca::Impl {
 			  const char *what);
 	void collect();
 	void drain_cq();
-	void on_dma_cqe(std::uint32_t idx, int res);
+	void on_dma_cqe(std::uint64_t user_data, int res);
 	void on_release_tag(std::uint64_t tag);
 	void finish(std::uint32_t idx);
 	Completion take(std::uint32_t fifo_pos) noexcept;
@@ -216,6 +254,7 @@ struct Hca::Impl {
 	detail::UniqueFd memfd;
 	detail::UniqueMmap staging;
 	bool abandoned = false;
+	bool vectored_fixed = false; /**< the kernel has READV/WRITEV_FIXED */
 
 	/* control: the driver operations (the core serialises them anyway) */
 	std::mutex control_mu;
