@@ -230,7 +230,6 @@ struct Hca::Impl {
 	struct Round;
 	Result<std::size_t> burst_round(std::span<const DmaOp> ops, std::span<int> results,
 					Round &round);
-	Result<std::uint32_t> reserve_round(std::uint64_t bytes);
 	void launch_round(std::span<const DmaOp> ops, std::span<int> results, Round &round);
 	void settle_round(std::span<const DmaOp> ops, std::span<int> results, Round &round);
 	io_uring_sqe *next_sqe();

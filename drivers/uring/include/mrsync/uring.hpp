@@ -27,6 +27,9 @@
  * wait_one() or wait(). A thread that submitted DMA should not exit before
  * that DMA has completed: io_uring cancels the queued work of a dying task
  * (such requests complete with -ECANCELED).
+ *
+ * burst() moves many requests at once -- one submission and one wait for
+ * the lot -- and returns their results itself.
  */
 #ifndef MRSYNC_URING_HPP
 #define MRSYNC_URING_HPP
@@ -233,14 +236,16 @@ public:
 		    std::uint64_t user_data);
 
 	/**
-	 * Moves a burst of DMA with one submission and one completion pass, and
-	 * returns once every operation has ended. Each operation is checked
-	 * against its registration's translation as write()/read() are -- all of
-	 * them under one hold of the submission lock, right before the one
-	 * io_uring_submit, so none sees a torn or retired translation -- and a
-	 * refused one writes nothing anywhere. A burst larger than the free
-	 * requests, the staging area or the SQ moves in rounds, each one
-	 * submission. Nothing is allocated; the burst's completions never reach
+	 * Moves a burst of DMA with one submission and one completion wait per
+	 * round, and returns once every operation has ended. A round is up to
+	 * 256 operations or kMaxRequestBytes, one request and one staging run.
+	 * Each operation is checked against its registration's translation as
+	 * write()/read() are -- all of a round's under one hold of the
+	 * submission lock, right before its one io_uring_submit, so none sees a
+	 * torn or retired translation -- and a refused one writes nothing
+	 * anywhere. Pieces on the same backing in the same direction share one
+	 * vectored SQE where the kernel has READV/WRITEV_FIXED (Linux 6.15).
+	 * Nothing is allocated per burst; its completions never reach
 	 * poll()/wait().
 	 * @param ops the operations; any mix of keys, directions, valid and not.
 	 * @param results caller-owned, at least ops.size(): results[i] is the
@@ -249,11 +254,11 @@ public:
 	 *        -EFAULT outside the registration or no current backing,
 	 *        -EACCES write without write access).
 	 * @return success (each result says what its operation did); EINVAL
-	 *         (results too short, nothing moved), ETIMEDOUT (no request or
-	 *         staging freed within kDefaultWait -- e.g. queue_depth
-	 *         completions left uncollected -- or DMA not done in a minute),
-	 *         ESHUTDOWN; then the results from the failed round on are
-	 *         -ECANCELED (an earlier round's stand).
+	 *         (results too short, nothing moved), EBUSY (queue_depth
+	 *         requests hold completions not yet collected), ETIMEDOUT (no
+	 *         staging freed within kDefaultWait, or DMA not done within a
+	 *         minute), ESHUTDOWN; then the results from the failed round on
+	 *         are -ECANCELED (earlier rounds' stand).
 	 * Thread safety: any thread; several bursts may run at once.
 	 */
 	Status burst(std::span<const DmaOp> ops, std::span<int> results);
