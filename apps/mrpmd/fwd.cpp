@@ -9,7 +9,9 @@
 #include <rte_ether.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <span>
 
@@ -37,7 +39,8 @@ Stamp make_stamp(std::uint64_t seq)
 /* One lcore's DMA batch. For each payload the HCA writes a stamp into the
  * buffer (DMA in: the CPU must then see it) and reads out the 32 bytes after
  * it, which the CPU filled just before (DMA out: the HCA must see them). A
- * stale translation fails either check: a corrupted packet. */
+ * stale translation fails either check: a corrupted packet. The whole batch
+ * moves as one HCA burst: one submission and one completion pass. */
 class DmaBatch {
 public:
 	DmaBatch(App &app, LcoreCounters &c, unsigned lcore) : app_(app), c_(c)
@@ -56,29 +59,26 @@ public:
 		p.in = make_stamp(seq_ ^ tag_base_);
 		p.out = make_stamp(~seq_ ^ tag_base_);
 		std::memcpy(bytes + kStamp, p.out.data(), kStamp);
-		p.tag = tag_base_ | ((seq_ & 0x7fffffffffffull) << 1);
 		const auto at = reinterpret_cast<std::uint64_t>(bytes);
-		if (!app_.hca->write(lkey, at, p.in, p.tag)) {
-			++c_.refused;
-			return;
-		}
-		if (!app_.hca->read(lkey, at + kStamp, p.seen, p.tag | 1)) {
-			(void)app_.hca->wait(p.tag);
-			++c_.refused;
-			return;
-		}
+		ops_[2 * n_] = {.lkey = lkey, .va = at, .buf = p.in.data(), .len = kStamp,
+				.into_memory = true};
+		ops_[2 * n_ + 1] = {.lkey = lkey, .va = at + kStamp, .buf = p.seen.data(),
+				    .len = kStamp, .into_memory = false};
 		++n_;
 	}
 
-	/* Collects every posted pair and checks both directions. */
+	/* Moves every posted pair and checks both directions. */
 	void finish()
 	{
+		if (!n_)
+			return;
+		const std::span<int> results(results_.data(), 2 * n_);
+		if (!app_.hca->burst({ops_.data(), 2 * n_}, results))
+			std::fill(results.begin(), results.end(), -ECANCELED);
 		for (std::size_t i = 0; i < n_; ++i) {
-			Posted &p = posted_[i];
-			auto in = app_.hca->wait(p.tag);
-			auto out = app_.hca->wait(p.tag | 1);
+			const Posted &p = posted_[i];
 			++c_.dma;
-			if (!in || in->result < 0 || !out || out->result < 0)
+			if (results[2 * i] < 0 || results[2 * i + 1] < 0)
 				++c_.refused;
 			else if (std::memcmp(p.va, p.in.data(), kStamp) != 0 || p.seen != p.out)
 				++c_.corrupted;
@@ -90,11 +90,13 @@ private:
 	struct Posted {
 		std::byte *va;
 		Stamp in, out, seen;
-		std::uint64_t tag;
 	};
+	static constexpr std::size_t kPairs = kMaxBurst + 1;
 	App &app_;
 	LcoreCounters &c_;
-	std::array<Posted, kMaxBurst + 1> posted_{};
+	std::array<Posted, kPairs> posted_{};
+	std::array<mrsync::uring::DmaOp, 2 * kPairs> ops_{};
+	std::array<int, 2 * kPairs> results_{};
 	std::size_t n_ = 0;
 	std::uint64_t seq_ = 0, tag_base_ = 0;
 };

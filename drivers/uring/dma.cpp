@@ -19,31 +19,10 @@ namespace mrsync::uring {
 namespace {
 
 using detail::fmt;
+using detail::for_each_piece;
+using detail::kWireFile;
 
 constexpr std::uint32_t kWriteAccess = MRSYNC_ACCESS_LOCAL_WRITE | MRSYNC_ACCESS_REMOTE_WRITE;
-constexpr unsigned kWireFile = 0; /* fixed-file index of the staging memfd */
-
-/* Calls fn(extent, va, len, offset in the request) for each piece of
- * [va, va + len), which lies inside `reg`; stops when fn returns false. */
-template <class Fn>
-bool for_each_piece(const detail::Registration &reg, std::uint64_t va, std::uint64_t len, Fn &&fn)
-{
-	const auto &ext = reg.extents;
-	std::uint64_t off = va - reg.va;
-	const std::uint64_t end = off + len;
-	/* The last extent starting at or before `off`; extents[0] starts at 0. */
-	auto it = std::upper_bound(ext.begin(), ext.end(), off,
-				   [](std::uint64_t o, const Extent &e) { return o < e.offset; });
-	--it;
-	for (std::uint64_t done = 0; off < end; ++it) {
-		const std::uint64_t piece = std::min(end, it->offset + it->length) - off;
-		if (!fn(*it, reg.va + off, piece, done))
-			return false;
-		off += piece;
-		done += piece;
-	}
-	return true;
-}
 
 } // namespace
 
@@ -83,9 +62,18 @@ Status Hca::Impl::submit(bool to_memory, std::uint32_t key, std::uint64_t va, st
 		req.dst = buf;
 
 	std::lock_guard lock(submit_mu);
+	launch(idx, key, va, to_memory, true);
+	flush_sq();
+	return {};
+}
+
+int Hca::Impl::launch(std::uint32_t idx, std::uint32_t key, std::uint64_t va, bool to_memory,
+		      bool async)
+{
+	detail::Request &req = reqs[idx];
 	const detail::Registration *reg = nullptr;
 	std::uint32_t pieces = 0;
-	const int refusal = translate(key, va, len, to_memory, reg, pieces);
+	const int refusal = translate(key, va, req.len, to_memory, reg, pieces);
 	req.seq = ++seq;
 	req.pending = refusal ? 1 : pieces;
 	req.transferred = 0;
@@ -94,9 +82,8 @@ Status Hca::Impl::submit(bool to_memory, std::uint32_t key, std::uint64_t va, st
 	counters.dma_submitted++;
 	if (refusal)
 		counters.dma_refused++;
-	emit(idx, refusal ? nullptr : reg, va, to_memory);
-	flush_sq();
-	return {};
+	emit(idx, refusal ? nullptr : reg, va, to_memory, async);
+	return refusal;
 }
 
 Result<std::uint32_t> Hca::Impl::reserve(std::uint64_t len, std::uint64_t user_data)
@@ -132,6 +119,8 @@ Result<std::uint32_t> Hca::Impl::reserve(std::uint64_t len, std::uint64_t user_d
 	req.chunk = first;
 	req.nchunks = nchunks;
 	req.dst = nullptr;
+	req.burst = false;
+	req.sqe_results = nullptr;
 	counters.inflight++;
 	req.state.store(detail::ReqState::Reserved, std::memory_order_release);
 	return idx;
@@ -160,7 +149,7 @@ int Hca::Impl::translate(std::uint32_t key, std::uint64_t va, std::uint64_t len,
 }
 
 void Hca::Impl::emit(std::uint32_t idx, const detail::Registration *reg, std::uint64_t va,
-		     bool to_memory)
+		     bool to_memory, bool async)
 {
 	if (!reg) {
 		io_uring_sqe *sqe = next_sqe();
@@ -190,7 +179,7 @@ void Hca::Impl::emit(std::uint32_t idx, const detail::Registration *reg, std::ui
 				* io_uring_enter under the submission lock, so a large
 				* transfer neither delays map() nor other submitters --
 				* and DMA runs beside the CPU, as on a NIC. */
-			       sqe->flags |= IOSQE_FIXED_FILE | IOSQE_ASYNC;
+			       sqe->flags |= IOSQE_FIXED_FILE | (async ? IOSQE_ASYNC : 0);
 			       io_uring_sqe_set_data64(sqe, idx);
 			       counters.sqes++;
 			       return true;
@@ -211,6 +200,8 @@ void Hca::Impl::flush_sq()
 {
 	while (io_uring_sq_ready(ring.get()) > 0) {
 		const int rc = io_uring_submit(ring.get());
+		if (rc >= 0)
+			counters.submits++;
 		if (rc >= 0 || rc == -EINTR)
 			continue;
 		if (rc == -EAGAIN || rc == -EBUSY) {

@@ -350,7 +350,8 @@ HcaStats Hca::stats() const noexcept
 			.dma_completed = c.dma_completed.load(),
 			.dma_refused = c.dma_refused.load(),
 			.sqes = c.sqes.load(),
-			.release_tags = c.release_tags.load()};
+			.release_tags = c.release_tags.load(),
+			.submits = c.submits.load()};
 }
 
 namespace {

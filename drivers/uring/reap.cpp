@@ -100,7 +100,7 @@ void Hca::Impl::drain_cq()
 			if (cqe->user_data & detail::kTagBit)
 				on_release_tag(cqe->user_data);
 			else
-				on_dma_cqe(std::uint32_t(cqe->user_data), cqe->res);
+				on_dma_cqe(cqe->user_data, cqe->res);
 			++n;
 		}
 		io_uring_cq_advance(r, n);
@@ -110,14 +110,17 @@ void Hca::Impl::drain_cq()
 	}
 }
 
-void Hca::Impl::on_dma_cqe(std::uint32_t idx, int res)
+void Hca::Impl::on_dma_cqe(std::uint64_t user_data, int res)
 {
+	const auto idx = std::uint32_t(user_data);
 	if (idx >= options.queue_depth ||
 	    reqs[idx].state.load(std::memory_order_acquire) != detail::ReqState::InFlight) {
 		MRSYNC_LOG(error, "uring", "CQE for request %u, which is not in flight", idx);
 		return;
 	}
 	detail::Request &req = reqs[idx];
+	if (req.sqe_results)
+		req.sqe_results[user_data >> detail::kSqeShift] = res;
 	if (res < 0 && req.result == 0)
 		req.result = res;
 	else if (res > 0)
@@ -134,17 +137,23 @@ void Hca::Impl::finish(std::uint32_t idx)
 	int result = req.result;
 	if (result == 0)
 		result = req.transferred == req.len ? int(req.len) : -EIO;
+	req.result = result;
+	/* A burst's thread watches its round's state, copies out and frees the
+	 * staging itself; poll() must not see it. */
+	if (req.burst) {
+		req.state.store(detail::ReqState::Done, std::memory_order_release);
+		return;
+	}
 	if (result > 0 && req.dst)
 		std::memcpy(req.dst, staging.data() + req.chunk * detail::kChunk, req.len);
 	{
 		std::lock_guard lock(pool_mu);
 		chunks.free(req.chunk, req.nchunks);
 	}
-	req.result = result;
+	counters.dma_completed++;
 	req.state.store(detail::ReqState::Done, std::memory_order_release);
 	done.push(idx);
 	counters.inflight--;
-	counters.dma_completed++;
 }
 
 void Hca::Impl::on_release_tag(std::uint64_t tag)
@@ -246,7 +255,7 @@ Result<Completion> Hca::wait(std::uint64_t user_data, std::chrono::milliseconds 
 		for (std::uint32_t i = 0; i < impl_->options.queue_depth; ++i) {
 			const auto st = impl_->reqs[i].state.load(std::memory_order_acquire);
 			if ((st == detail::ReqState::Reserved || st == detail::ReqState::InFlight) &&
-			    impl_->reqs[i].user_data == user_data)
+			    !impl_->reqs[i].burst && impl_->reqs[i].user_data == user_data)
 				return Progress::Pending;
 		}
 		return Progress::Never;

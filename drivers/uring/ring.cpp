@@ -94,7 +94,6 @@ namespace {
 
 using detail::fmt;
 
-constexpr unsigned kSqEntries = 1024;
 /* Roomy CQ: tags and multi-SQE requests can outnumber the SQ; overflow is
  * kept by the kernel (IORING_FEAT_NODROP) but costs an extra syscall. */
 constexpr unsigned kCqEntries = 8192;
@@ -135,10 +134,17 @@ Status Hca::Impl::open()
 	 * so the kernel must not wait for the submitter to enter it again. */
 	params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
 	params.cq_entries = kCqEntries;
-	if (int rc = ring.init(kSqEntries, params); rc < 0)
+	if (int rc = ring.init(detail::kSqEntries, params); rc < 0)
 		return make_error(-rc, fmt("io_uring_setup: %s", detail::errno_text(-rc).c_str()));
 	if (auto st = missing_features(params.features); !st)
 		return st;
+	/* Vectored fixed-buffer I/O (Linux 6.15) lets burst() move many
+	 * operations on one backing with one SQE; without it, one SQE each. */
+	if (io_uring_probe *probe = io_uring_get_probe_ring(ring.get())) {
+		vectored_fixed = io_uring_opcode_supported(probe, detail::kOpReadvFixed) &&
+				 io_uring_opcode_supported(probe, detail::kOpWritevFixed);
+		io_uring_free_probe(probe);
+	}
 	if (int rc = io_uring_register_buffers_sparse(ring.get(), kMaxBackings); rc < 0)
 		return make_error(-rc, fmt("registering %u sparse buffer slots: %s", kMaxBackings,
 					    detail::errno_text(-rc).c_str()));

@@ -9,6 +9,7 @@
 
 #include <liburing.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -89,6 +90,15 @@ private:
 };
 
 inline constexpr std::uint64_t kChunk = 64 * 1024;
+/** SQ entries of the ring. */
+inline constexpr unsigned kSqEntries = 1024;
+/** IORING_OP_READV_FIXED / WRITEV_FIXED of the Linux 6.15 uapi, which
+ *  liburing 2.3's header predates; used only when the probe lists them. */
+inline constexpr int kOpReadvFixed = 60;
+inline constexpr int kOpWritevFixed = 61;
+/** A DMA CQE's user_data: the request index in the low 32 bits and, for a
+ *  burst, the SQE's number within the round above them (below kTagBit). */
+inline constexpr unsigned kSqeShift = 32;
 inline constexpr std::uint32_t kSlotBits = 14; /* kMaxBackings == 1 << 14 */
 inline constexpr std::uint32_t kSlotMask = (1u << kSlotBits) - 1;
 /** Generations wrap below 2^18 - 1 so no BackingId equals kNoBacking. */
@@ -131,6 +141,10 @@ struct Request {
 	std::uint32_t pending = 0;    /**< SQEs without a CQE yet */
 	std::uint64_t transferred = 0;
 	int result = 0;               /**< first error (or the refusal), else 0 */
+	/** burst(): one request per round; its thread collects it (not
+	 *  poll()/wait()), copies reads out and frees its staging. */
+	bool burst = false;
+	int *sqe_results = nullptr;   /**< burst(): each SQE's CQE result, by number */
 };
 
 struct Registration {
@@ -139,6 +153,31 @@ struct Registration {
 	std::uint32_t access = 0;
 	std::vector<Extent> extents;
 };
+
+/** Fixed-file index of the staging memfd (the wire). */
+inline constexpr unsigned kWireFile = 0;
+
+/** Calls fn(extent, va, len, offset in the request) for each piece of
+ *  [va, va + len), which lies inside `reg`; stops when fn returns false. */
+template <class Fn>
+bool for_each_piece(const Registration &reg, std::uint64_t va, std::uint64_t len, Fn &&fn)
+{
+	const auto &ext = reg.extents;
+	std::uint64_t off = va - reg.va;
+	const std::uint64_t end = off + len;
+	/* The last extent starting at or before `off`; extents[0] starts at 0. */
+	auto it = std::upper_bound(ext.begin(), ext.end(), off,
+				   [](std::uint64_t o, const Extent &e) { return o < e.offset; });
+	--it;
+	for (std::uint64_t done = 0; off < end; ++it) {
+		const std::uint64_t piece = std::min(end, it->offset + it->length) - off;
+		if (!fn(*it, reg.va + off, piece, done))
+			return false;
+		off += piece;
+		done += piece;
+	}
+	return true;
+}
 
 /** What a wait predicate reports. */
 enum class Progress { Done, Pending, Never };
@@ -181,7 +220,18 @@ struct Hca::Impl {
 	int translate(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool to_memory,
 		      const detail::Registration *&reg, std::uint32_t &pieces);
 	void emit(std::uint32_t idx, const detail::Registration *reg, std::uint64_t va,
-		  bool to_memory);
+		  bool to_memory, bool async = true);
+	/** Puts request idx (Reserved) in flight under the submission lock:
+	 *  translates, stamps its ticket, emits its SQEs; returns the refusal. */
+	int launch(std::uint32_t idx, std::uint32_t key, std::uint64_t va, bool to_memory,
+		   bool async);
+
+	/* burst.cpp */
+	struct Round;
+	Result<std::size_t> burst_round(std::span<const DmaOp> ops, std::span<int> results,
+					Round &round);
+	void launch_round(std::span<const DmaOp> ops, std::span<int> results, Round &round);
+	void settle_round(std::span<const DmaOp> ops, std::span<int> results, Round &round);
 	io_uring_sqe *next_sqe();
 	void flush_sq();
 
@@ -190,7 +240,7 @@ struct Hca::Impl {
 			  const char *what);
 	void collect();
 	void drain_cq();
-	void on_dma_cqe(std::uint32_t idx, int res);
+	void on_dma_cqe(std::uint64_t user_data, int res);
 	void on_release_tag(std::uint64_t tag);
 	void finish(std::uint32_t idx);
 	Completion take(std::uint32_t fifo_pos) noexcept;
@@ -203,6 +253,7 @@ struct Hca::Impl {
 	detail::UniqueFd memfd;
 	detail::UniqueMmap staging;
 	bool abandoned = false;
+	bool vectored_fixed = false; /**< the kernel has READV/WRITEV_FIXED */
 
 	/* control: the driver operations (the core serialises them anyway) */
 	std::mutex control_mu;
@@ -239,7 +290,8 @@ struct Hca::Impl {
 		std::atomic<std::uint64_t> dma_refused{0};
 		std::atomic<std::uint64_t> sqes{0};
 		std::atomic<std::uint64_t> release_tags{0};
-		std::atomic<std::uint32_t> inflight{0}; /**< requests Reserved..InFlight */
+		std::atomic<std::uint64_t> submits{0};
+		std::atomic<std::uint32_t> inflight{0}; /**< requests Reserved..InFlight, bursts' not */
 	} counters;
 };
 

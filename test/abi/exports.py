@@ -22,7 +22,7 @@ ALLOWED = {
         r'mrsync::log_(enabled|line)\(.*\)',
         r'mrsync::EventBuffer::(EventBuffer|append|announce|publish|drain|stats)\(.*\)( const)?',
         r'mrsync::BufferedEventSource::\w+\(.*\)( const)?',
-        r'mrsync::uring::Hca::(create|available|write|read|poll|wait|wait_one|wait_releases|'
+        r'mrsync::uring::Hca::(create|available|write|read|burst|poll|wait|wait_one|wait_releases|'
         r'stats|name|caps|~Hca)\(.*\)( const)?',
         r'(typeinfo|typeinfo name|vtable) for mrsync::(Driver|EventSource|BufferedEventSource|uring::Hca)',
     ],

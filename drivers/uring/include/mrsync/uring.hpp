@@ -27,6 +27,9 @@
  * wait_one() or wait(). A thread that submitted DMA should not exit before
  * that DMA has completed: io_uring cancels the queued work of a dying task
  * (such requests complete with -ECANCELED).
+ *
+ * burst() moves many requests at once -- one submission and one wait for
+ * the lot -- and returns their results itself.
  */
 #ifndef MRSYNC_URING_HPP
 #define MRSYNC_URING_HPP
@@ -93,6 +96,18 @@ struct HcaStats {
 	std::uint64_t dma_refused = 0;    /**< requests refused by the translation check */
 	std::uint64_t sqes = 0;           /**< SQEs submitted to the kernel for DMA */
 	std::uint64_t release_tags = 0;   /**< slot-release tag CQEs processed */
+	std::uint64_t submits = 0;        /**< io_uring_submit calls that carried DMA SQEs */
+};
+
+/** One DMA operation of a burst (Hca::burst()). */
+struct DmaOp {
+	std::uint32_t lkey = 0;    /**< registration key */
+	std::uint64_t va = 0;      /**< address inside the registration */
+	/** into_memory: the source, may be reused once burst() returns;
+	 *  otherwise the destination, filled by the time burst() returns. */
+	std::byte *buf = nullptr;
+	std::uint32_t len = 0;     /**< 1 .. kMaxRequestBytes */
+	bool into_memory = true;   /**< true: as write(); false: as read() */
 };
 
 /**
@@ -219,6 +234,34 @@ public:
 	 */
 	Status read(std::uint32_t lkey, std::uint64_t va, std::span<std::byte> dst,
 		    std::uint64_t user_data);
+
+	/**
+	 * Moves a burst of DMA with one submission and one completion wait per
+	 * round, and returns once every operation has ended. A round is up to
+	 * 256 operations or kMaxRequestBytes, one request and one staging run.
+	 * Each operation is checked against its registration's translation as
+	 * write()/read() are -- all of a round's under one hold of the
+	 * submission lock, right before its one io_uring_submit, so none sees a
+	 * torn or retired translation -- and a refused one writes nothing
+	 * anywhere. Pieces on the same backing in the same direction share one
+	 * vectored SQE where the kernel has READV/WRITEV_FIXED (Linux 6.15).
+	 * Nothing is allocated per burst; its completions never reach
+	 * poll()/wait().
+	 * @param ops the operations; any mix of keys, directions, valid and not.
+	 * @param results caller-owned, at least ops.size(): results[i] is the
+	 *        bytes ops[i] moved, or -errno as a write()/read() Completion
+	 *        (-EINVAL unknown key or zero length, -EMSGSIZE too large,
+	 *        -EFAULT outside the registration or no current backing,
+	 *        -EACCES write without write access).
+	 * @return success (each result says what its operation did); EINVAL
+	 *         (results too short, nothing moved), EBUSY (queue_depth
+	 *         requests hold completions not yet collected), ETIMEDOUT (no
+	 *         staging freed within kDefaultWait, or DMA not done within a
+	 *         minute), ESHUTDOWN; then the results from the failed round on
+	 *         are -ECANCELED (earlier rounds' stand).
+	 * Thread safety: any thread; several bursts may run at once.
+	 */
+	Status burst(std::span<const DmaOp> ops, std::span<int> results);
 
 	/**
 	 * Collects up to out.size() completions, oldest first, without blocking.
