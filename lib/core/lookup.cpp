@@ -160,6 +160,9 @@ Status Context::build_region_locked(Update &u, Region &r, std::uint32_t access, 
 		r.watches.clear();
 		return watches;
 	}
+	if (!watches)
+		MRSYNC_LOG(warning, "core", "[0x%" PRIx64 ", +0x%" PRIx64 ") stays invalid: %s",
+			   start, size, watches.error().message.c_str());
 	const auto give_up = [&](Error why) {
 		unwatch_locked(r.watches);
 		r.watches.clear();
@@ -227,6 +230,12 @@ Status Context::repin_invalid_locked(Update &u, Region &r, std::uint64_t addr,
 	const auto runs = r.translation->invalid_runs(from, to - from);
 	if (runs.empty())
 		return {};
+	/* A region the fork rebuild could not watch is unwatched: watch it now
+	 * (before the pin, as build_region_locked does), or say why not. */
+	if (std::none_of(r.watches.begin(), r.watches.end(), [](std::uint64_t h) { return h != 0; }))
+		if (auto watched = watch_locked(start, r.size.load(std::memory_order_relaxed), r.watches);
+		    !watched)
+			return watched;
 	Status repinned = repin_locked(u, r, runs);
 	if (r.state != Region::State::live || !r.translation->invalid_runs(addr - start, len).empty())
 		return repinned ? Status(not_mapped(addr, len)) : repinned;

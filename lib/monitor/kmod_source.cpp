@@ -60,7 +60,16 @@ constexpr const char *kDevice = "/dev/mrsync";
 
 int xioctl(int fd, unsigned long cmd, void *arg) noexcept
 {
-	return ::ioctl(fd, cmd, arg) == 0 ? 0 : errno;
+	/* WATCH fails with EINTR when the process has a signal or io_uring
+	 * task work pending as the first watch registers the mm's notifier
+	 * (mm_take_all_locks gives up): nothing was done, so ask again. Seen
+	 * in fork children that use the io_uring HCA, 1 watch in ~500. */
+	for (;;) {
+		if (::ioctl(fd, cmd, arg) == 0)
+			return 0;
+		if (errno != EINTR)
+			return errno;
+	}
 }
 
 /** Opens the device and checks the ABI handshake; version out for sizing. */

@@ -186,7 +186,7 @@ TEST(Fork, CowBothSides)
 	EXPECT_EQ(parent.lost, 0u);
 	EXPECT_EQ(parent.delivered, parent.lookups) << parent.line();
 	EXPECT_EQ(children.lost, 0u);
-	EXPECT_EQ(children.delivered, children.lookups);
+	EXPECT_EQ(children.delivered, children.lookups) << children.message;
 }
 
 TEST(Fork, InvalidAtFork)
@@ -218,6 +218,9 @@ TEST(Fork, InvalidAtFork)
 		children.lookups += r.lookups;
 		children.delivered += r.delivered;
 		children.lost += r.lost;
+		if (r.delivered != r.lookups && !children.message[0])
+			std::snprintf(children.message, sizeof children.message, "round %llu: %s",
+				      static_cast<unsigned long long>(round), r.message);
 		write_check(*ctx, area.at(3 * kPage + 64), 256, parent, static_cast<unsigned>(round));
 		std::memset(area.at(3 * kPage), 0x44, kPage); /* the parent keeps writing */
 		write_check(*ctx, area.at(3 * kPage + 1024), 256, parent,
@@ -227,7 +230,7 @@ TEST(Fork, InvalidAtFork)
 	EXPECT_EQ(parent.lost, 0u);
 	EXPECT_EQ(parent.delivered, parent.lookups) << parent.line();
 	EXPECT_EQ(children.lost, 0u);
-	EXPECT_EQ(children.delivered, children.lookups);
+	EXPECT_EQ(children.delivered, children.lookups) << children.message;
 }
 
 } // namespace
