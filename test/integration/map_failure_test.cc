@@ -1,0 +1,192 @@
+// A device that refuses to rewrite a translation (a failed Driver::map or
+// create: out of IOMMU entries, a UMR error completion, ENOMEM) keeps its old
+// translation, which points at pages the application replaced. The core must
+// never hand that registration out again: the contract (driver.hpp) says the
+// device kept the old translation and the registration is retired. This drives
+// resyncs through a driver that refuses maps and creates now and then, every
+// DMA checked by content: no lookup that succeeds may lose its write.
+//
+// FAKE: no real device here fails a map on demand; FakeFailingMapDriver wraps
+// the uring HCA (real pins, real DMA) and refuses every Nth map or create
+// before the HCA sees it. Its "lying" mode -- it reports success for every map
+// and makes none, so the HCA keeps the replaced pages -- is the negative control:
+// the same workload must then lose writes, which shows the check can fail.
+#include <sys/mman.h>
+
+#include <atomic>
+#include <random>
+
+#include "support/soft_hca.hpp"
+
+namespace mrsync::test {
+namespace {
+
+enum class Refusal { refuse, lie };
+
+struct Injection {
+	std::atomic<unsigned> every{0}; /* 0: never */
+	std::atomic<unsigned> calls{0}, refused{0};
+	std::atomic<Refusal> how{Refusal::refuse};
+	uring::Hca *hca = nullptr; /* the wrapped HCA, for the test's DMA */
+
+	bool now()
+	{
+		const unsigned n = every.load();
+		if (!n || ++calls % n != 0)
+			return false;
+		++refused;
+		return true;
+	}
+};
+
+Injection &injection()
+{
+	static Injection i;
+	return i;
+}
+
+class FakeFailingMapDriver final : public Driver {
+public:
+	explicit FakeFailingMapDriver(std::unique_ptr<Driver> inner) : inner_(std::move(inner)) {}
+	std::string_view name() const noexcept override { return "fake_failing_map"; }
+	DriverCaps caps() const noexcept override { return inner_->caps(); }
+	Result<BackingId> pin(std::uint64_t va, std::uint64_t len) override
+	{
+		return inner_->pin(va, len);
+	}
+	void unpin(BackingId b) noexcept override { inner_->unpin(b); }
+	Result<Keys> create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
+			    std::span<const Extent> t) override
+	{
+		if (injection().how == Refusal::refuse && injection().now())
+			return make_error(EIO, "fake_failing_map: create refused (injected)");
+		return inner_->create(va, len, access, t);
+	}
+	Result<Keys> map(Keys keys, std::span<const Extent> t) override
+	{
+		if (injection().now()) {
+			if (injection().how == Refusal::lie)
+				return keys; /* the HCA keeps the old translation */
+			return make_error(EIO, "fake_failing_map: map refused (injected)");
+		}
+		return inner_->map(keys, t);
+	}
+	void destroy(Keys keys) noexcept override { inner_->destroy(keys); }
+	Status fence() override { return inner_->fence(); }
+	void abandon() noexcept override { inner_->abandon(); }
+
+private:
+	std::unique_ptr<Driver> inner_;
+};
+
+const DriverFactory fake_failing_map_factory{
+	.name = "fake_failing_map",
+	.available = [](std::string &) { return true; },
+	.create = [](const DriverConfig &config) -> Result<std::unique_ptr<Driver>> {
+		auto inner = find_driver("uring")->create(config);
+		if (!inner)
+			return std::move(inner).error();
+		injection().hca = &dynamic_cast<uring::Hca &>(**inner);
+		return std::unique_ptr<Driver>(
+			std::make_unique<FakeFailingMapDriver>(std::move(*inner)));
+	},
+};
+MRSYNC_REGISTER_DRIVER(fake_failing_map_factory)
+
+struct Counts {
+	unsigned lookups = 0, delivered = 0, lost = 0, refused_dma = 0, failed = 0;
+	std::string first_failure;
+};
+
+/* Registers an area, then over and over replaces one page (mmap MAP_FIXED,
+ * reported through the manual source) and DMA-writes into a random page of
+ * the area through a fresh lookup, checking by content. */
+Counts run(Refusal how, unsigned every, unsigned rounds)
+{
+	constexpr std::size_t kPages = 16;
+	Mapping m(kPages * kPage);
+	EXPECT_TRUE(m);
+	injection().every = 0;
+	injection().how = how;
+	mrsync_params params = MRSYNC_PARAMS_INIT;
+	params.sources = MRSYNC_SOURCE_MANUAL;
+	params.driver = "fake_failing_map";
+	auto created = Context::create(params);
+	EXPECT_TRUE(created.ok()) << created.error().message;
+	if (!created)
+		return {};
+	Context ctx = std::move(created).value();
+	uring::Hca &hca = *injection().hca;
+	{
+		auto whole = ctx.get(m.at(0), kPages * kPage);
+		EXPECT_TRUE(whole.ok()) << whole.error().message;
+	}
+	injection().every = every;
+	std::mt19937 rng(7);
+	Counts c;
+	for (unsigned i = 0; i < rounds; ++i) {
+		const std::size_t changed = rng() % kPages;
+		EXPECT_TRUE(remap_fresh(m.at(changed * kPage), kPage));
+		EXPECT_TRUE(ctx.notify_unmap(m.at(changed * kPage), kPage).ok());
+		/* Half the writes go to the page that just changed. */
+		const std::size_t page = (i & 1) ? changed : rng() % kPages;
+		std::byte *const va = m.at(page * kPage + 64);
+		++c.lookups;
+		mrsync_reg reg;
+		if (int rc = mrsync_get(ctx.c_handle(), va, 256, MRSYNC_ACCESS_LOCAL_WRITE, &reg);
+		    rc < 0) {
+			if (c.first_failure.empty())
+				c.first_failure = mrsync_last_error();
+			++c.failed;
+			continue;
+		}
+		const auto bytes = pattern(256, i);
+		const int done = dma_write(hca, reg.lkey, va, bytes);
+		mrsync_put(ctx.c_handle(), &reg);
+		if (done != 256)
+			++c.refused_dma;
+		else if (sees(va, bytes))
+			++c.delivered;
+		else
+			++c.lost;
+	}
+	injection().every = 0;
+	return c;
+}
+
+std::string line(const Counts &c)
+{
+	return "lookups=" + std::to_string(c.lookups) + " delivered=" + std::to_string(c.delivered) +
+	       " lost=" + std::to_string(c.lost) + " dma_refused=" + std::to_string(c.refused_dma) +
+	       " failed=" + std::to_string(c.failed) + " refused_by_device=" +
+	       std::to_string(injection().refused.load()) +
+	       (c.first_failure.empty() ? "" : " first failure: " + c.first_failure);
+}
+
+TEST(MapFailure, NoLookupServesATranslationTheDeviceRefusedToRewrite)
+{
+	injection().refused = 0;
+	const Counts c = run(Refusal::refuse, 3, 600);
+	std::printf("map failure [refuse every 3rd map/create]: %s\n", line(c).c_str());
+	EXPECT_GT(injection().refused.load(), 50u) << "the injection did not bite";
+	EXPECT_EQ(c.lost, 0u) << line(c);
+	EXPECT_EQ(c.refused_dma, 0u) << "a lookup handed out entries the device does not have";
+	/* A refused map retires the registration and the lookup starts over;
+	 * only a refused create reaches the caller, as EIO naming the device. */
+	EXPECT_GT(c.delivered, c.lookups / 2) << line(c);
+	if (c.failed) {
+		EXPECT_NE(c.first_failure.find("refused (injected)"), std::string::npos) << line(c);
+	}
+}
+
+TEST(MapFailure, NegativeControlADeviceThatLiesLosesWrites)
+{
+	injection().refused = 0;
+	const Counts c = run(Refusal::lie, 1, 600);
+	std::printf("map failure negative control [device ignores every map]: %s\n",
+		    line(c).c_str());
+	EXPECT_GT(c.lost, 0u) << "the check above cannot see a stale translation: " << line(c);
+}
+
+} // namespace
+} // namespace mrsync::test
