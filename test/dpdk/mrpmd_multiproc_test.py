@@ -17,6 +17,7 @@ private hugetlbfs mount and are removed with the runtime directory. Root only
 """
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,14 @@ from mrpmd_lines import fail, final_line  # noqa: E402
 
 MRPMD, CASE = sys.argv[1], sys.argv[2]
 PREFIX = "mrpmd-test-mp-%d" % os.getpid()
+
+
+T0 = time.monotonic()
+
+
+def step(what):
+    """A timestamped progress line, flushed: a run that stalls says where."""
+    print("[%6.1f s] %s" % (time.monotonic() - T0, what), flush=True)
 
 
 def free_events(out):
@@ -52,33 +61,48 @@ def main(huge):
     out_p = ""
     try:
         # The ports are started once mrpmd prints its banner (and SIGINT is caught then).
+        # select(), not a bare readline(): a primary that stops printing
+        # must end the test with what it said, not hang it.
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = primary.stdout.readline()
-            if not line:
+        started = False
+        fd = primary.stdout.fileno()  # raw reads: the file object buffers nothing
+        while not started and time.monotonic() < deadline:
+            if not select.select([fd], [], [], 1.0)[0]:
+                continue
+            chunk = os.read(fd, 65536).decode(errors="replace")
+            if not chunk:
                 break
-            out_p += line
-            if line.startswith("mrpmd: ") and "port(s)" in line:
-                break
-        else:
-            fail("the primary did not start:\n" + out_p)
+            out_p += chunk
+            started = re.search(r"^mrpmd: .*port\(s\)", out_p, re.M) is not None
+        if not started:
+            fail("the primary did not start within 60 s (exit %s):\n%s"
+                 % (primary.poll(), out_p))
         if primary.poll() is not None:
             fail("the primary exited %s:\n%s" % (primary.returncode, out_p + primary.stdout.read()))
+        step("primary up")
         if CASE == "secondary":  # bad input first: named, refused, the primary untouched
             for args, code, want in ((["--proc-id=2"], 2, "--proc-id=2"),
                                      (["--proc-id=1", "--rxq=4", "--txq=4"], 1, "--rxq=4")):
+                step("bad input: %s" % " ".join(args))
                 bad = subprocess.run(secondary + args, capture_output=True, text=True,
                                      timeout=120)
                 if bad.returncode != code or want not in bad.stdout + bad.stderr:
                     fail("%s: expected exit %d naming %r, got %d:\n%s"
                          % (args, code, want, bad.returncode, (bad.stdout + bad.stderr)[-1500:]))
         extra = ["--no-generation-check"] if CASE == "negative-control" else []
+        step("secondary with --churn" + (" (no generation check)" if extra else ""))
         sec = subprocess.run(secondary + ["--proc-id=1", "--churn", "--seconds=3"] + extra,
                              capture_output=True, text=True, timeout=120)
         out_s = sec.stdout + sec.stderr
     finally:
+        step("stopping the primary")
         primary.send_signal(signal.SIGINT)
-        rest, _ = primary.communicate(timeout=60)
+        try:
+            rest, _ = primary.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            primary.kill()
+            rest, _ = primary.communicate()
+            rest += "\n(the primary ignored SIGINT for 60 s and was killed)"
         out_p += rest
     fs, fp = final_line(out_s), final_line(out_p)
     if "secondary process, queues 1/2" not in out_s:
