@@ -200,7 +200,16 @@ int memlock_child()
 	mrsync_params p = MRSYNC_PARAMS_INIT;
 	p.sources = MRSYNC_SOURCE_UFFD;
 	mrsync_ctx *ctx = nullptr;
-	if (mrsync_ctx_create(&p, &ctx) != 0) {
+	/* A ring of an earlier child (--gtest_repeat) is torn down by a kernel
+	 * worker after that child exits, and its pins stay charged to the user
+	 * until then: give it a moment. */
+	int rc = -ENOMEM;
+	for (int tries = 0; tries < 200 && rc == -ENOMEM; ++tries) {
+		rc = mrsync_ctx_create(&p, &ctx);
+		if (rc == -ENOMEM)
+			usleep(10000);
+	}
+	if (rc != 0) {
 		std::fprintf(stderr, "memlock child: %s\n", mrsync_last_error());
 		return 11;
 	}
