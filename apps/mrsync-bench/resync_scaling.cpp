@@ -43,11 +43,7 @@ struct Timed {
 Timed one_sample(MadeContext &made, const Mapping &big, std::uint32_t count, std::mt19937_64 &rng,
 		 std::set<std::uint64_t> &used)
 {
-	std::uniform_int_distribution<std::uint64_t> pick(0, big.size() / kPage - 1);
-	std::vector<char *> pages;
-	while (pages.size() < count)
-		if (const std::uint64_t page = pick(rng); used.insert(page).second)
-			pages.push_back(big.data() + page * kPage);
+	const std::vector<char *> pages = fresh_pages(big, count, rng, used);
 	replace_pages(made, pages);
 	mrsync_ctx *c = made.ctx.c_handle();
 	const std::uint64_t t0 = now_ns();
