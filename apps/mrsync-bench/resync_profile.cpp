@@ -159,12 +159,13 @@ void run_breakdown_rows(const Options &opts, Report &report)
 	for (const std::uint32_t n : {1u, 256u}) {
 		/* per sample: total, resync's own part outside the driver, the
 		 * lookups' part outside the driver, then each driver call */
-		std::vector<double> total, resync_core, get_core;
+		std::vector<double> total, cpu, resync_core, get_core;
 		std::array<std::vector<double>, kParts> parts;
 		for (int s = 0; s < samples; ++s) {
 			const std::vector<char *> pages = fresh_pages(big, n, rng, used);
 			replace_pages(made, pages);
 			g_spent = {};
+			const std::uint64_t c0 = thread_cpu_ns();
 			const std::uint64_t t0 = now_ns();
 			throw_if_failed(mrsync_bench_resync_once(made.ctx.c_handle(), pages.data(),
 								 0, true));
@@ -173,6 +174,7 @@ void run_breakdown_rows(const Options &opts, Report &report)
 			throw_if_failed(mrsync_bench_resync_once(made.ctx.c_handle(), pages.data(),
 								 pages.size(), false));
 			const std::uint64_t t2 = now_ns();
+			cpu.push_back(double(thread_cpu_ns() - c0));
 			std::uint64_t driver_resync = 0, driver_all = 0;
 			for (int p = 0; p < kParts; ++p) {
 				driver_resync += in_resync[p];
@@ -186,6 +188,8 @@ void run_breakdown_rows(const Options &opts, Report &report)
 		const std::string row = "breakdown_" + std::to_string(n) + "p_";
 		const std::string of = std::to_string(n) + " changed pages of 1 GiB: ";
 		report.set(row + "total_ns", median(total), "ns", of + "mrsync_resync + a get of each");
+		report.set(row + "cpu_ns", median(cpu), "ns",
+			   of + "the same, the thread's CPU time (no time lost to other processes)");
 		report.set(row + "drain_core_ns", median(resync_core), "ns",
 			   of + "mrsync_resync outside the driver (drain, invalidate bookkeeping)");
 		report.set(row + "lookup_core_ns", median(get_core), "ns",
