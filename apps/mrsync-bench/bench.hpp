@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <random>
+#include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -147,11 +149,19 @@ void run_resync_rows(const Options &opts, Report &report);
  *  4 GiB): resync cost by pages changed and registration size. */
 void run_scaling_rows(const Options &opts, Report &report);
 void run_ucx_rows(const Options &opts, Report &report);
+/** --rows breakdown (only when asked): where a resync's time goes, by
+ *  driver call, for 1 and 256 changed pages of 1 GiB (resync_profile.cpp). */
+void run_breakdown_rows(const Options &opts, Report &report);
 
 /** mmap(MAP_FIXED)s a fresh page at each of `pages` and makes sure the
  *  context can see it (the manual source is told; the userfaultfd monitor
  *  is given 1 ms to publish). Untimed set-up of the resync rows. */
 void replace_pages(MadeContext &made, std::span<char *const> pages);
+
+class Mapping; /* workload.hpp */
+/** `count` random pages of `big` not in `used`, added to it (resync rows). */
+std::vector<char *> fresh_pages(const Mapping &big, std::uint32_t count, std::mt19937_64 &rng,
+				std::set<std::uint64_t> &used);
 
 /* Callgrind mode (--only NAME): one loop, opts.iterations times, after a
  * warm-up that runs other code. Each returns the loop function's name (for
@@ -159,6 +169,7 @@ void replace_pages(MadeContext &made, std::span<char *const> pages);
 const char *run_only_cache(const Options &opts);
 const char *run_only_exact(const Options &opts);
 const char *run_only_ucx(const Options &opts);
+const char *run_only_resync(const Options &opts);
 
 /** Whether this binary was built with the UCX peer. */
 bool have_ucx();

@@ -106,4 +106,21 @@ __attribute__((noinline)) std::uint64_t mrsync_bench_alu_loop(std::uint64_t star
 	return a + b + c + d;
 }
 
+__attribute__((noinline)) std::uint64_t mrsync_bench_resync_once(mrsync_ctx *ctx,
+								  char *const *pages,
+								  std::uint64_t n, bool resync)
+{
+	if (resync && mrsync_resync(ctx) != 0) [[unlikely]]
+		return kFailed;
+	std::uint64_t sum = 0;
+	for (std::uint64_t i = 0; i < n; ++i) {
+		mrsync_reg reg;
+		if (mrsync_get(ctx, pages[i], 4096, MRSYNC_ACCESS_ALL, &reg) != 0) [[unlikely]]
+			return kFailed;
+		sum += reg.lkey;
+		mrsync_put(ctx, &reg);
+	}
+	return sum;
+}
+
 } // extern "C"

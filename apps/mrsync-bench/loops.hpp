@@ -43,6 +43,11 @@ std::uint64_t mrsync_bench_miss_loop(mrsync_ctx *ctx, const char *base, std::uin
 /** The control: 48 rounds of 4 independent register adds per operation. */
 std::uint64_t mrsync_bench_alu_loop(std::uint64_t start, std::uint64_t n);
 
+/** mrsync_resync (when `resync`), then mrsync_get + mrsync_put of the page
+ *  at each of pages[0, n): one sample of the resync rows (resync_profile.cpp). */
+std::uint64_t mrsync_bench_resync_once(mrsync_ctx *ctx, char *const *pages, std::uint64_t n,
+				       bool resync);
+
 } // extern "C"
 
 #endif

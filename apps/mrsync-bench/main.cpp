@@ -31,7 +31,8 @@ namespace {
 
 const char kFooter[] =
 	"--rows takes control,mrsync,exact,resync,ucx (default all) and scaling (only when\n"
-	"asked: the resync table, 16 MiB .. 4 GiB pinned); --quick shortens the\n"
+	"asked: the resync table, 16 MiB .. 4 GiB pinned) and breakdown (only when\n"
+	"asked: a resync's time by driver call); --quick shortens the\n"
 	"batches unless they are given. Instructions per lookup (no hardware counters):\n"
 	"  valgrind --tool=callgrind --toggle-collect=mrsync_bench_hit_loop \\\n"
 	"      mrsync-bench --only hit --iterations 1000000   # then Ir / 1000000\n";
@@ -76,8 +77,9 @@ int parse(int argc, char **argv, Options &o)
 			 std::stringstream list(v);
 			 for (std::string g; std::getline(list, g, ',');) {
 				 if (g != "control" && g != "mrsync" && g != "exact" &&
-				     g != "resync" && g != "ucx" && g != "scaling")
-					 return "groups among control,mrsync,exact,resync,ucx,scaling, "
+				     g != "resync" && g != "ucx" && g != "scaling" && g != "breakdown")
+					 return "groups among control,mrsync,exact,resync,ucx,scaling,"
+						"breakdown, "
 						"not '" + g + "'";
 				 o.groups.push_back(g);
 			 }
@@ -99,7 +101,8 @@ int parse(int argc, char **argv, Options &o)
 		       o.resync_samples, 11, quick),
 		number("rereg-samples", "1 GiB re-registrations timed (5)", o.rereg_samples, 2,
 		       quick),
-		{"only", "ROW", "run one loop for callgrind: hit, hit_mru, hit_cpp, exact_hit, ucx_hit, miss",
+		{"only", "ROW", "run one loop for callgrind: hit, hit_mru, hit_cpp, exact_hit, ucx_hit, miss, "
+		 "resync_1p, resync_16p, resync_256p",
 		 [&o](const char *v) -> std::optional<std::string> {
 			 o.only = v;
 			 return std::nullopt;
@@ -206,7 +209,10 @@ int main(int argc, char **argv)
 			if (!fn)
 				fn = run_only_ucx(opts);
 			if (!fn)
-				usage_error("--only takes hit, hit_mru, hit_cpp, exact_hit, ucx_hit or miss");
+				fn = run_only_resync(opts);
+			if (!fn)
+				usage_error("--only takes hit, hit_mru, hit_cpp, exact_hit, ucx_hit, miss, "
+					    "resync_1p, resync_16p or resync_256p");
 			std::printf("%s: %llu iterations (instructions per lookup = Ir / %llu)\n", fn,
 				    static_cast<unsigned long long>(opts.iterations),
 				    static_cast<unsigned long long>(opts.iterations));
@@ -225,6 +231,7 @@ int main(int argc, char **argv)
 					{"exact", run_exact_rows},
 					{"resync", run_resync_rows},
 					{"scaling", run_scaling_rows},
+					{"breakdown", run_breakdown_rows},
 					{"ucx", run_ucx_rows}};
 		for (const auto &g : groups) {
 			if (!opts.wants(g.name))

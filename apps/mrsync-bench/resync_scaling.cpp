@@ -37,19 +37,17 @@ std::string size_name(std::uint64_t bytes)
 
 struct Timed {
 	double total_ns, invalidate_ns;
+	double cpu_ns; /* the thread's CPU time: without the time other processes took */
 };
 
 /* One sample: `count` fresh pages not changed before, replaced, then timed. */
 Timed one_sample(MadeContext &made, const Mapping &big, std::uint32_t count, std::mt19937_64 &rng,
 		 std::set<std::uint64_t> &used)
 {
-	std::uniform_int_distribution<std::uint64_t> pick(0, big.size() / kPage - 1);
-	std::vector<char *> pages;
-	while (pages.size() < count)
-		if (const std::uint64_t page = pick(rng); used.insert(page).second)
-			pages.push_back(big.data() + page * kPage);
+	const std::vector<char *> pages = fresh_pages(big, count, rng, used);
 	replace_pages(made, pages);
 	mrsync_ctx *c = made.ctx.c_handle();
+	const std::uint64_t c0 = thread_cpu_ns();
 	const std::uint64_t t0 = now_ns();
 	if (mrsync_resync(c) != 0)
 		throw std::runtime_error(std::string("mrsync_resync: ") + mrsync_last_error());
@@ -62,7 +60,7 @@ Timed one_sample(MadeContext &made, const Mapping &big, std::uint32_t count, std
 		mrsync_put(c, &reg);
 	}
 	const std::uint64_t t2 = now_ns();
-	return {double(t2 - t0), double(t1 - t0)};
+	return {double(t2 - t0), double(t1 - t0), double(thread_cpu_ns() - c0)};
 }
 
 } // namespace
@@ -85,11 +83,12 @@ void run_scaling_rows(const Options &opts, Report &report)
 		std::set<std::uint64_t> used;
 		for (const std::uint32_t n : kPages) {
 			const mrsync_stats before = made.ctx.stats();
-			std::vector<double> total, invalidate;
+			std::vector<double> total, invalidate, cpu;
 			for (int s = 0; s < samples; ++s) {
 				const Timed t = one_sample(made, big, n, rng, used);
 				total.push_back(t.total_ns);
 				invalidate.push_back(t.invalidate_ns);
+				cpu.push_back(t.cpu_ns);
 			}
 			const mrsync_stats after = made.ctx.stats();
 			const std::string row = "resync_" + std::to_string(n) + "p_" + sz + "_ns";
@@ -97,6 +96,7 @@ void run_scaling_rows(const Options &opts, Report &report)
 				   "uring: " + std::to_string(n) + " changed pages of a " + sz +
 					   " registration: mrsync_resync + a get of each page");
 			report.param(row + "_invalidate", std::to_string(median(invalidate)), true);
+			report.param(row + "_cpu", std::to_string(median(cpu)), true);
 			if (after.entries_repinned - before.entries_repinned !=
 			    std::uint64_t(n) * samples)
 				report.note(row + ": " +

@@ -4,6 +4,8 @@
  * and our extent lists together are the device's translation table. */
 #include "uring_pvt.hpp"
 
+#include "extent_list.hpp"
+
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
@@ -223,10 +225,11 @@ void Hca::Impl::dirty_resident(std::uint64_t va, std::uint64_t len) noexcept
 }
 
 Status Hca::Impl::check_translation(const detail::Registration &reg,
-				    std::span<const Extent> extents)
+				    std::span<const Extent> extents, std::uint64_t from,
+				    std::uint64_t to)
 {
 	std::lock_guard lock(backing_mu);
-	std::uint64_t expect = 0;
+	std::uint64_t expect = from;
 	for (std::size_t i = 0; i < extents.size(); ++i) {
 		const Extent &e = extents[i];
 		if (e.offset != expect)
@@ -234,7 +237,8 @@ Status Hca::Impl::check_translation(const detail::Registration &reg,
 						       ", expected %#" PRIx64 " (extents must be sorted "
 						       "and contiguous)",
 						       i, e.offset, expect));
-		if (e.length == 0 || e.length % kEntryGranularity || e.length > reg.len - expect)
+		if (e.length == 0 || e.length % kEntryGranularity || e.length > reg.len - expect ||
+		    e.offset % kEntryGranularity)
 			return make_error(EINVAL, fmt("uring translation: extent %zu has length %#" PRIx64
 						       " (a non-zero multiple of 4096 within the "
 						       "%#" PRIx64 "-byte registration)",
@@ -255,10 +259,14 @@ Status Hca::Impl::check_translation(const detail::Registration &reg,
 						       ", %#" PRIx64 ")",
 						       i, va, va + e.length, e.backing, s.va, s.va + s.len));
 	}
-	if (expect != reg.len)
+	if (expect != to && from == 0 && to == reg.len)
 		return make_error(EINVAL, fmt("uring translation covers %#" PRIx64 " of %#" PRIx64
 					       " bytes",
 					       expect, reg.len));
+	if (expect != to)
+		return make_error(EINVAL, fmt("uring translation covers [%#" PRIx64 ", %#" PRIx64
+					       ") of the changed window [%#" PRIx64 ", %#" PRIx64 ")",
+					       from, expect, from, to));
 	return {};
 }
 
@@ -271,7 +279,7 @@ Result<Keys> Hca::create(std::uint64_t va, std::uint64_t len, std::uint32_t acce
 		return make_error(EINVAL, fmt("uring create: unknown access bits %#x", access));
 	std::lock_guard control(impl_->control_mu);
 	detail::Registration reg{va, len, access, {}};
-	if (auto st = impl_->check_translation(reg, translation); !st)
+	if (auto st = impl_->check_translation(reg, translation, 0, len); !st)
 		return std::move(st).error();
 	reg.extents.assign(translation.begin(), translation.end());
 
@@ -297,7 +305,7 @@ Result<Keys> Hca::map(Keys keys, std::span<const Extent> translation)
 	auto it = impl_->regs.find(keys.lkey);
 	if (it == impl_->regs.end() || keys.rkey != keys.lkey)
 		return make_error(EINVAL, fmt("uring map: unknown keys %#x/%#x", keys.lkey, keys.rkey));
-	if (auto st = impl_->check_translation(it->second, translation); !st)
+	if (auto st = impl_->check_translation(it->second, translation, 0, it->second.len); !st)
 		return std::move(st).error();
 	std::vector<Extent> fresh(translation.begin(), translation.end());
 	{
@@ -307,6 +315,55 @@ Result<Keys> Hca::map(Keys keys, std::span<const Extent> translation)
 		it->second.extents.swap(fresh);
 	}
 	return keys; /* the old list is freed here, outside the lock */
+}
+
+Result<Keys> Hca::map_changed(Keys keys, std::span<const Extent> translation,
+			       std::span<const Range> changed)
+{
+	std::lock_guard control(impl_->control_mu);
+	auto it = impl_->regs.find(keys.lkey);
+	if (it == impl_->regs.end() || keys.rkey != keys.lkey)
+		return make_error(EINVAL, fmt("uring map_changed: unknown keys %#x/%#x", keys.lkey,
+					       keys.rkey));
+	detail::Registration &reg = it->second;
+	if (translation.empty() || translation.front().offset != 0 ||
+	    translation.back().offset + translation.back().length != reg.len)
+		return make_error(EINVAL, fmt("uring map_changed: translation does not span the "
+					       "%#" PRIx64 "-byte registration",
+					       reg.len));
+	/* Every window (the new extents that hold a changed range) is checked
+	 * before any is applied: on failure the device keeps the old list. */
+	std::vector<std::span<const Extent>> windows;
+	windows.reserve(changed.size());
+	std::uint64_t done = 0;
+	for (std::size_t i = 0; i < changed.size(); ++i) {
+		const Range &c = changed[i];
+		if (c.start >= c.end || c.start < done || c.end > reg.len)
+			return make_error(EINVAL, fmt("uring map_changed: changed range %zu [%#" PRIx64
+						       ", %#" PRIx64 ") is empty, unsorted or outside "
+						       "the %#" PRIx64 "-byte registration",
+						       i, c.start, c.end, reg.len));
+		done = c.end;
+		const std::size_t lo = ::mrsync::detail::extent_holding(translation, c.start);
+		const std::size_t hi = ::mrsync::detail::extent_from(translation, c.end);
+		if (lo >= hi)
+			return make_error(EINVAL, fmt("uring map_changed: no extent holds changed "
+						       "range %zu (unsorted translation)", i));
+		const auto window = translation.subspan(lo, hi - lo);
+		const std::uint64_t end = window.back().offset + window.back().length;
+		if (auto st = impl_->check_translation(reg, window, window.front().offset, end); !st)
+			return std::move(st).error();
+		windows.push_back(window);
+	}
+	/* Under the lock DMA translates under: a request sees the old list or
+	 * the new one, never a mix. Each splice moves the list's tail at most. */
+	std::lock_guard lock(impl_->submit_mu);
+	for (const auto &w : windows) {
+		const std::uint64_t from = w.front().offset;
+		::mrsync::detail::splice_extents(reg.extents, from, w.back().offset + w.back().length - from,
+				       w, [](BackingId, std::uint64_t) {});
+	}
+	return keys;
 }
 
 void Hca::destroy(Keys keys) noexcept

@@ -209,7 +209,10 @@ struct Hca::Impl {
 	void close_without_unregistering() noexcept;
 
 	/* hca.cpp */
-	Status check_translation(const detail::Registration &reg, std::span<const Extent> extents);
+	/** Checks that `extents` cover [from, to) of `reg` contiguously, each
+	 *  served by nothing or by a pinned backing that covers it. */
+	Status check_translation(const detail::Registration &reg, std::span<const Extent> extents,
+				 std::uint64_t from, std::uint64_t to);
 	void dirty_resident(std::uint64_t va, std::uint64_t len) noexcept;
 	bool take_free_slot(std::uint32_t &slot, std::uint32_t &gen) noexcept;
 

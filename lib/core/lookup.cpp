@@ -133,7 +133,9 @@ void Context::claim_table_locked(Region &r, std::uint64_t from, std::uint64_t to
 	 * an invalid page -- a hole inside an entry larger than a page, too --
 	 * keeps no slot, so its lookups go to the slow path and fail there. */
 	const std::uint64_t base = r.begin_va();
-	for (const Extent &e : r.translation->extents()) {
+	/* Only the extents of [from, to): a fragmented registration must not
+	 * cost a walk of its whole list per lookup (issue 14). */
+	for (const Extent &e : r.translation->extents_in(from - base, to - from)) {
 		const std::uint64_t s = std::max(from, base + e.offset);
 		const std::uint64_t t = std::min(to, base + e.offset + e.length);
 		if (e.backing == kNoBacking || s >= t)

@@ -1,34 +1,42 @@
 /* SPDX-License-Identifier: MIT */
+/* Every query and change here costs what the range asked about touches
+ * (binary search, then the extents inside it), never the whole list: a
+ * registration a resync fragmented into thousands of extents must not make
+ * the next one-page change cost thousands (issue 14). */
 #include "translation.hpp"
 
 #include <algorithm>
 #include <map>
 
+#include "extent_list.hpp"
+
 namespace mrsync::detail {
 
 Translation::Translation(std::uint64_t length)
-	: length_(length), extents_{Extent{0, length, kNoBacking}}
+	: length_(length), invalid_bytes_(length), extents_{Extent{0, length, kNoBacking}}
 {
 }
 
-std::uint64_t Translation::invalid_bytes() const noexcept
+std::span<const Extent> Translation::extents_in(std::uint64_t offset,
+						std::uint64_t len) const noexcept
 {
-	std::uint64_t bytes = 0;
-	for (const auto &e : extents_)
-		if (e.backing == kNoBacking)
-			bytes += e.length;
-	return bytes;
+	const std::span<const Extent> all = extents_;
+	const std::size_t lo = extent_holding(all, offset);
+	const std::size_t hi = std::max(lo, extent_from(all, offset + len));
+	return all.subspan(lo, hi - lo);
 }
 
 std::vector<Range> Translation::invalid_runs(std::uint64_t offset, std::uint64_t len) const
 {
 	std::vector<Range> runs;
 	const std::uint64_t end = offset + len;
-	for (const auto &e : extents_) {
+	for (std::size_t i = extent_holding(extents_, offset);
+	     i < extents_.size() && extents_[i].offset < end; ++i) {
+		const Extent &e = extents_[i];
+		if (e.backing != kNoBacking)
+			continue;
 		const std::uint64_t s = std::max(offset, e.offset);
 		const std::uint64_t t = std::min(end, e.offset + e.length);
-		if (s >= t || e.backing != kNoBacking)
-			continue;
 		if (!runs.empty() && runs.back().end == s)
 			runs.back().end = t;
 		else
@@ -51,49 +59,15 @@ void Translation::for_each_backing(
 void Translation::replace(std::uint64_t offset, std::uint64_t len, std::span<const Extent> with,
 			  const std::function<void(BackingId, std::uint64_t)> &displaced)
 {
-	const std::uint64_t end = offset + len;
-	std::vector<Extent> out;
-	out.reserve(extents_.size() + with.size() + 2);
-	auto push = [&out](Extent e) {
-		if (e.length == 0)
-			return;
-		if (!out.empty() && out.back().backing == e.backing &&
-		    out.back().offset + out.back().length == e.offset)
-			out.back().length += e.length;
+	splice_extents(extents_, offset, len, with, [&](BackingId b, std::uint64_t n) {
+		if (b == kNoBacking)
+			invalid_bytes_ -= n;
 		else
-			out.push_back(e);
-	};
-	bool inserted = false;
-	for (const auto &e : extents_) {
-		const std::uint64_t e_end = e.offset + e.length;
-		if (e_end <= offset || e.offset >= end) {
-			if (e.offset >= end && !inserted) {
-				for (const auto &w : with)
-					push(w);
-				inserted = true;
-			}
-			push(e);
-			continue;
-		}
-		/* e overlaps the replaced range: keep its outside parts */
-		if (e.offset < offset)
-			push({e.offset, offset - e.offset, e.backing});
-		const std::uint64_t lost = std::min(end, e_end) - std::max(offset, e.offset);
-		if (e.backing != kNoBacking && lost)
-			displaced(e.backing, lost);
-		if (e_end > end) {
-			if (!inserted) {
-				for (const auto &w : with)
-					push(w);
-				inserted = true;
-			}
-			push({end, e_end - end, e.backing});
-		}
-	}
-	if (!inserted)
-		for (const auto &w : with)
-			push(w);
-	extents_ = std::move(out);
+			displaced(b, n);
+	});
+	for (const Extent &w : with)
+		if (w.backing == kNoBacking)
+			invalid_bytes_ += w.length;
 }
 
 } // namespace mrsync::detail

@@ -21,11 +21,15 @@ public:
 	explicit Translation(std::uint64_t length);
 
 	std::span<const Extent> extents() const noexcept { return extents_; }
+	/** The extents that overlap [offset, offset + len) (whole, not cut),
+	 *  found by binary search: what a lookup of that range walks. */
+	std::span<const Extent> extents_in(std::uint64_t offset, std::uint64_t len) const noexcept;
 	std::uint64_t length() const noexcept { return length_; }
-	std::uint64_t invalid_bytes() const noexcept;
+	/** Bytes without a backing: a running sum, O(1). */
+	std::uint64_t invalid_bytes() const noexcept { return invalid_bytes_; }
 
 	/** Offsets in [offset, offset + len) that have no backing, as ranges of
-	 *  offsets, merged. */
+	 *  offsets, merged. O(log n + the extents of the range). */
 	std::vector<Range> invalid_runs(std::uint64_t offset, std::uint64_t len) const;
 
 	/** Every distinct backing and how many bytes of this translation use it. */
@@ -35,13 +39,15 @@ public:
 	 * Serves [offset, offset + len) by `with` (sorted extents covering that
 	 * range exactly). `displaced(backing, bytes)` is called for each backing
 	 * that loses bytes. Adjacent extents of one backing merge (backings map
-	 * virtual addresses one to one, so adjacency is enough).
+	 * virtual addresses one to one, so adjacency is enough). In place:
+	 * O(log n + the extents of the range) and one move of the tail.
 	 */
 	void replace(std::uint64_t offset, std::uint64_t len, std::span<const Extent> with,
 		     const std::function<void(BackingId, std::uint64_t)> &displaced);
 
 private:
 	std::uint64_t length_;
+	std::uint64_t invalid_bytes_; /* kept by replace() */
 	std::vector<Extent> extents_;
 };
 

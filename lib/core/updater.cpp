@@ -3,6 +3,8 @@
  * Context lock held throughout. */
 #include "updater.hpp"
 
+#include <algorithm>
+
 #include <mrsync/log.hpp>
 
 #include "context.hpp"
@@ -86,6 +88,7 @@ void Update::change(Region &r, std::uint64_t offset, std::uint64_t len,
 	ctx_.bump_epoch(); /* kept entries may hold the old keys or pages */
 	unpublish(r, extents);
 	Backings &backings = *ctx_.backings_;
+	changed_.push_back({offset, offset + len});
 	r.translation->replace(offset, len, extents, [&](BackingId b, std::uint64_t n) {
 		backings.unuse(b, n);
 		replaced_ = true;
@@ -98,7 +101,19 @@ void Update::change(Region &r, std::uint64_t offset, std::uint64_t len,
 Status Update::commit(Region &r, std::span<const Extent> published)
 {
 	const Keys old_keys = r.current_keys();
-	auto keys = ctx_.driver_->map(old_keys, r.translation->extents());
+	/* The driver is told which entries changed, so it can rewrite just
+	 * those (driver.hpp, map_changed); sorted and merged, as it asks. */
+	std::sort(changed_.begin(), changed_.end(),
+		  [](const Range &a, const Range &b) { return a.start < b.start; });
+	std::size_t n = 0;
+	for (const Range &c : changed_)
+		if (n && c.start <= changed_[n - 1].end)
+			changed_[n - 1].end = std::max(changed_[n - 1].end, c.end);
+		else
+			changed_[n++] = c;
+	changed_.resize(n);
+	auto keys = ctx_.driver_->map_changed(old_keys, r.translation->extents(), changed_);
+	changed_.clear();
 	if (!keys) {
 		/* The device kept the old translation: it must not be used
 		 * again. A page the application unmapped meanwhile (EFAULT) is

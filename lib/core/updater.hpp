@@ -59,8 +59,9 @@ public:
 
 	/** apply() of "no backing" to every run of `runs` (offsets in `r`),
 	 *  with one device map for all of them: a resync that invalidates n
-	 *  runs of a registration maps once, not n times (each map hands the
-	 *  driver the whole translation). Same failure rule as apply(). */
+	 *  runs of a registration maps once, not n times; the map names the
+	 *  n runs (map_changed), so a driver rewrites just those. Same failure
+	 *  rule as apply(). */
 	Status invalidate(Region &r, std::span<const Range> runs);
 
 	/** Destroys `r`'s device registration (unless `device_gone`: a fork
@@ -95,6 +96,9 @@ private:
 	void report_key_change(const Region &r, Keys old_keys, Keys new_keys);
 
 	Context &ctx_;
+	/* Offsets of r whose entries change() rewrote since the last commit:
+	 * what the driver's map_changed rewrites. */
+	std::vector<Range> changed_;
 	bool replaced_ = false; /* a valid device entry was replaced */
 	bool finished_ = false;
 };

@@ -8,6 +8,7 @@
 
 #include <mrsync/generation.h>
 
+#include "support/forwarding_driver.hpp"
 #include "support/soft_hca.hpp"
 
 namespace mrsync::test {
@@ -97,10 +98,10 @@ TEST(CallerCache, ManualNotificationsMoveTheGeneration)
 /* FAKE: no real device here changes keys on a resync (rxe in the QEMU guest
  * does, through drivers/verbs), so this wraps the uring driver and hands out
  * a new key on every map(), to check what the core does with it. */
-class FakeRekeyDriver final : public Driver {
+class FakeRekeyDriver final : public ForwardingDriver {
 public:
 	FakeRekeyDriver(std::unique_ptr<Driver> inner, bool holes_ok)
-		: inner_(std::move(inner)), holes_ok_(holes_ok)
+		: ForwardingDriver(std::move(inner)), holes_ok_(holes_ok)
 	{
 	}
 	std::string_view name() const noexcept override
@@ -109,41 +110,31 @@ public:
 	}
 	DriverCaps caps() const noexcept override
 	{
-		DriverCaps c = inner_->caps();
+		DriverCaps c = ForwardingDriver::caps();
 		c.keys_survive_map = false;
 		c.holes_ok = holes_ok_; /* false: like verbs, one MR over the area */
 		return c;
 	}
-	Result<BackingId> pin(std::uint64_t va, std::uint64_t len) override
-	{
-		return inner_->pin(va, len);
-	}
-	void unpin(BackingId b) noexcept override { inner_->unpin(b); }
-	Result<Keys> create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
-			    std::span<const Extent> t) override
-	{
-		return inner_->create(va, len, access, t);
-	}
 	Result<Keys> map(Keys keys, std::span<const Extent> t) override
 	{
 		/* The top bit flips on every map; the inner driver sees its own keys. */
-		auto mapped = inner_->map(strip(keys), t);
+		auto mapped = inner().map(strip(keys), t);
 		if (!mapped)
 			return mapped;
 		const std::uint32_t flip = (keys.lkey & kFlip) ^ kFlip;
 		return Keys{mapped->lkey | flip, mapped->rkey | flip};
 	}
-	void destroy(Keys keys) noexcept override
+	/* Every map rekeys, the incremental one too. */
+	Result<Keys> map_changed(Keys keys, std::span<const Extent> t,
+				 std::span<const Range>) override
 	{
-		inner_->destroy(strip(keys));
+		return map(keys, t);
 	}
-	Status fence() override { return inner_->fence(); }
-	void abandon() noexcept override { inner_->abandon(); }
+	void destroy(Keys keys) noexcept override { inner().destroy(strip(keys)); }
 
 private:
 	static constexpr std::uint32_t kFlip = 0x80000000u;
 	static Keys strip(Keys k) { return {k.lkey & ~kFlip, k.rkey & ~kFlip}; }
-	std::unique_ptr<Driver> inner_;
 	bool holes_ok_;
 };
 

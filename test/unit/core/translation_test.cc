@@ -99,3 +99,53 @@ TEST(Translation, ForEachBackingSumsBytes)
 }
 
 } // namespace
+
+/* The in-place splice (issue 14) against a page-by-page model: after every
+ * random change the list must serve each page by the model's backing, stay
+ * the shortest list (no two adjacent extents of one backing), report exactly
+ * the displaced bytes and keep invalid_bytes() right. A splice that forgets a
+ * neighbour, a remainder or a merge fails one of these within a few steps. */
+TEST(Translation, RandomSplicesMatchAPageModel)
+{
+	constexpr std::uint64_t kPages = 64;
+	Translation t(kPages * P);
+	std::vector<mrsync::BackingId> model(kPages, kNoBacking);
+	std::uint64_t seed = 0x5eed;
+	auto next = [&seed](std::uint64_t n) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		return (seed >> 33) % n;
+	};
+	for (int step = 0; step < 2000; ++step) {
+		const std::uint64_t first = next(kPages), count = 1 + next(kPages - first);
+		std::vector<Extent> with;
+		std::map<mrsync::BackingId, std::uint64_t> expect;
+		for (std::uint64_t p = first; p < first + count;) {
+			const std::uint64_t run = 1 + next(std::min<std::uint64_t>(4, first + count - p));
+			/* few backings, so merges happen often */
+			const mrsync::BackingId b = next(4) == 0 ? kNoBacking : mrsync::BackingId(next(3));
+			with.push_back({p * P, run * P, b});
+			p += run;
+		}
+		for (std::uint64_t p = first; p < first + count; ++p)
+			if (model[p] != kNoBacking)
+				expect[model[p]] += P;
+		for (const Extent &w : with)
+			for (std::uint64_t p = w.offset / P; p < (w.offset + w.length) / P; ++p)
+				model[p] = w.backing;
+		ASSERT_EQ(replace(t, first * P, count * P, with), expect) << "step " << step;
+		std::uint64_t at = 0, invalid = 0;
+		for (std::size_t i = 0; i < t.extents().size(); ++i) {
+			const Extent &e = t.extents()[i];
+			ASSERT_EQ(e.offset, at) << "step " << step;
+			if (i)
+				ASSERT_NE(e.backing, t.extents()[i - 1].backing) << "not merged, step " << step;
+			for (std::uint64_t p = e.offset / P; p < (e.offset + e.length) / P; ++p)
+				ASSERT_EQ(e.backing, model[p]) << "page " << p << ", step " << step;
+			if (e.backing == kNoBacking)
+				invalid += e.length;
+			at += e.length;
+		}
+		ASSERT_EQ(at, kPages * P);
+		ASSERT_EQ(t.invalid_bytes(), invalid) << "step " << step;
+	}
+}

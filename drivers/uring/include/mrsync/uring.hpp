@@ -187,6 +187,21 @@ public:
 	 */
 	Result<Keys> map(Keys keys, std::span<const Extent> translation) override;
 
+	/**
+	 * map() that rewrites only the extents of `translation` that cover the
+	 * `changed` offsets (checked as map() checks the whole list), in place in
+	 * the registration's list: the cost follows the change, not the
+	 * registration's size. Slots are not touched: pin() and unpin() rewrite
+	 * the kernel's buffer table; the extent lists say which slot serves what.
+	 * @param changed sorted, disjoint, non-empty ranges of offsets inside the
+	 *        registration; the rest of `translation` must equal what the
+	 *        device has (the core's contract, driver.hpp).
+	 * @return the same keys, or EINVAL (unknown keys, bad ranges or extents).
+	 * Thread safety: as map().
+	 */
+	Result<Keys> map_changed(Keys keys, std::span<const Extent> translation,
+				 std::span<const Range> changed) override;
+
 	/** Destroys a registration; later DMA naming its key is refused.
 	 *  Thread safety: takes the control lock, then the submission lock. */
 	void destroy(Keys keys) noexcept override;

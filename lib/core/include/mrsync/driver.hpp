@@ -41,6 +41,7 @@
 
 #include <mrsync/registry.hpp>
 #include <mrsync/result.hpp>
+#include <mrsync/source.hpp>
 
 /* Exported from libmrsync (lib/libmrsync.map says which symbols). */
 #pragma GCC visibility push(default)
@@ -122,6 +123,24 @@ public:
 	 *  parent. Drop them without touching them (close fds only); the object
 	 *  is destroyed right after and must not unregister anything. */
 	virtual void abandon() noexcept = 0;
+
+	/**
+	 * map(), told what changed: `translation` is the registration's whole
+	 * new list, and only the entries at the offsets of `changed` (sorted,
+	 * disjoint [start, end) ranges inside the registration) differ from the
+	 * list the device had. A driver that keeps its own copy of the list
+	 * rewrites just those entries, so a resync costs what changed, not the
+	 * registration's size (issue 14). Same result and failure rule as map().
+	 * The default forgets `changed` and calls map(): a driver that does not
+	 * override it keeps working unchanged.
+	 * Thread safety: as map() (the core serialises it under its lock).
+	 */
+	virtual Result<Keys> map_changed(Keys keys, std::span<const Extent> translation,
+					 std::span<const Range> changed)
+	{
+		(void)changed;
+		return map(keys, translation);
+	}
 };
 
 /** What the context passes to a driver factory. */
