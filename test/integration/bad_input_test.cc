@@ -1,6 +1,5 @@
 // Bad input at the C ABI: every call answers with its documented -errno and
 // a message naming the argument, and nothing leaks (no region, no pin).
-#include <grp.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -189,14 +188,8 @@ namespace {
  * that names the limit and how to raise it; the context stays usable. */
 int memlock_child()
 {
-	const rlimit small{1 << 20, 1 << 20};
-	if (!drop_ipc_lock() || setrlimit(RLIMIT_MEMLOCK, &small) != 0)
+	if (!limit_memlock_as_own_user(1 << 20))
 		return 10;
-	/* io_uring charges pinned pages to the *user* (user->locked_vm), so
-	 * other root processes pinning at the same time (another test, a
-	 * dataplane) would eat this 1 MiB: run as a user of our own. */
-	if (geteuid() == 0 && (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
-		return 9;
 	mrsync_params p = MRSYNC_PARAMS_INIT;
 	p.sources = MRSYNC_SOURCE_UFFD;
 	mrsync_ctx *ctx = nullptr;

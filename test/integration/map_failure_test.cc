@@ -14,8 +14,10 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <optional>
 #include <random>
 
+#include "support/forwarding_driver.hpp"
 #include "support/soft_hca.hpp"
 
 namespace mrsync::test {
@@ -45,38 +47,42 @@ Injection &injection()
 	return i;
 }
 
-class FakeFailingMapDriver final : public Driver {
+/* Since the core passes what changed (map_changed), a resync reaches the
+ * device there; a full map() too: both refuse or lie alike. */
+class FakeFailingMapDriver final : public ForwardingDriver {
 public:
-	explicit FakeFailingMapDriver(std::unique_ptr<Driver> inner) : inner_(std::move(inner)) {}
+	using ForwardingDriver::ForwardingDriver;
 	std::string_view name() const noexcept override { return "fake_failing_map"; }
-	DriverCaps caps() const noexcept override { return inner_->caps(); }
-	Result<BackingId> pin(std::uint64_t va, std::uint64_t len) override
-	{
-		return inner_->pin(va, len);
-	}
-	void unpin(BackingId b) noexcept override { inner_->unpin(b); }
 	Result<Keys> create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
 			    std::span<const Extent> t) override
 	{
 		if (injection().how == Refusal::refuse && injection().now())
 			return make_error(EIO, "fake_failing_map: create refused (injected)");
-		return inner_->create(va, len, access, t);
+		return ForwardingDriver::create(va, len, access, t);
 	}
 	Result<Keys> map(Keys keys, std::span<const Extent> t) override
 	{
-		if (injection().now()) {
-			if (injection().how == Refusal::lie)
-				return keys; /* the HCA keeps the old translation */
-			return make_error(EIO, "fake_failing_map: map refused (injected)");
-		}
-		return inner_->map(keys, t);
+		if (auto refused = refusal(keys))
+			return *refused;
+		return ForwardingDriver::map(keys, t);
 	}
-	void destroy(Keys keys) noexcept override { inner_->destroy(keys); }
-	Status fence() override { return inner_->fence(); }
-	void abandon() noexcept override { inner_->abandon(); }
+	Result<Keys> map_changed(Keys keys, std::span<const Extent> t,
+				 std::span<const Range> changed) override
+	{
+		if (auto refused = refusal(keys))
+			return *refused;
+		return ForwardingDriver::map_changed(keys, t, changed);
+	}
 
 private:
-	std::unique_ptr<Driver> inner_;
+	static std::optional<Result<Keys>> refusal(Keys keys)
+	{
+		if (!injection().now())
+			return std::nullopt;
+		if (injection().how == Refusal::lie)
+			return Result<Keys>(keys); /* the HCA keeps the old translation */
+		return Result<Keys>(make_error(EIO, "fake_failing_map: map refused (injected)"));
+	}
 };
 
 const DriverFactory fake_failing_map_factory{
