@@ -128,7 +128,7 @@ int usage()
 
 int main(int argc, char **argv)
 {
-	std::string extbuf, expect, seconds = "8";
+	std::string extbuf, expect, seconds = "5";
 	if (argc < 2)
 		return usage();
 	for (int i = 2; i < argc; ++i) {
