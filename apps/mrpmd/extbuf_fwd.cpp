@@ -7,10 +7,10 @@
  * IOVA sends what an *earlier* packet left in the old pages: a sequence
  * number already received (stale). Anything else that is ours but not what
  * a sender wrote is garbled. Both are corrupted packets. A sequence number
- * that is merely lower than the last one is not: QEMU's hub delivers a
- * packet queued while the receiver's ring was full after later ones
- * (measured: 2044 such packets a run, with and without churn serialized
- * against the lookups), so reordering is counted apart. */
+ * lower than the highest seen but never seen before is counted apart
+ * (reordered): the wire is in order, so it is an old packet whose first
+ * copy was dropped -- with dma-map-once these are stale reads too, but
+ * the test does not need them to fail. */
 #include <rte_ethdev.h>
 #include <rte_ether.h>
 #include <rte_mbuf.h>
