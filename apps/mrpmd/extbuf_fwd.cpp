@@ -164,9 +164,8 @@ int extbuf_forward_loop(void *arg)
 {
 	App &app = *static_cast<App *>(arg);
 	const unsigned lcore = rte_lcore_id();
-	std::size_t index = 0;
-	while (app.fwd_lcores[index] != lcore)
-		++index;
+	/* --extbuf runs one forwarding lcore (options.cpp): every stream is its */
+	const std::vector<Stream> &streams = app.streams_of.front();
 	LcoreCounters &c = app.counters[lcore];
 	ExtbufArea &area = *app.extbuf;
 	ExtbufCounters &ec = area.counters();
@@ -174,7 +173,7 @@ int extbuf_forward_loop(void *arg)
 	std::vector<Seen> seen(app.nb_ports);
 	rte_mbuf *pkts[kMaxBurst];
 	while (app.forwarding.load(std::memory_order_relaxed)) {
-		for (const Stream &s : app.streams_of[index]) {
+		for (const Stream &s : streams) {
 			sender.send(s.tx_port, s.tx_queue, app.opt.burst);
 			const std::uint16_t n =
 				rte_eth_rx_burst(s.rx_port, s.rx_queue, pkts, app.opt.burst);
