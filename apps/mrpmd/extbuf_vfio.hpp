@@ -49,7 +49,7 @@ const char *extbuf_mode_name(ExtbufMode mode);
 struct ExtbufCounters {
 	std::atomic<std::uint64_t> sent{0}, received{0}, checked{0};
 	std::atomic<std::uint64_t> stale{0};   /* an older packet's content: a stale IOVA */
-	std::atomic<std::uint64_t> reordered{0}; /* good, but after a later one (QEMU's hub) */
+	std::atomic<std::uint64_t> reordered{0}; /* first copies that came after later ones */
 	/* not what any sender wrote: on a hub only our ports reach, every frame
 	 * is a sender's, so a stale page's old filler counts here too */
 	std::atomic<std::uint64_t> garbled{0};
