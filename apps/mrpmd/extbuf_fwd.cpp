@@ -202,7 +202,7 @@ void print_extbuf_stats(App &app)
 		mrsync_get_stats(area.ctx(), &s, sizeof s);
 	printf("  ################ external buffers (--extbuf=%s) ################\n"
 	       "  sent: %" PRIu64 "  received: %" PRIu64 "  checked good: %" PRIu64
-	       "  stale: %" PRIu64 "  garbled: %" PRIu64 "  late (first copies, not counted): %" PRIu64\n"
+	       "  stale: %" PRIu64 "  garbled: %" PRIu64 "  late (first copies, not counted): %" PRIu64 "\n"
 	       "  chunks replaced: %" PRIu64 " (%" PRIu64 " skipped: buffers in flight)"
 	       "  no free buffer: %" PRIu64 "  lookup errors: %" PRIu64 "\n"
 	       "  vfio driver: resyncs %" PRIu64 ", entries invalidated %" PRIu64
