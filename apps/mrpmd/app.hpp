@@ -22,6 +22,7 @@
 namespace mrpmd {
 
 class Churn;
+class ExtbufArea;
 
 /** One RX queue forwarded to one TX queue. */
 struct Stream {
@@ -51,6 +52,7 @@ struct App {
 	std::atomic<bool> quit{false};
 	rte_rcu_qsbr *qsbr = nullptr; /* lcores report quiescence after each burst */
 	Churn *churn = nullptr;
+	ExtbufArea *extbuf = nullptr; /* --extbuf only */
 	LcoreCounters counters[RTE_MAX_LCORE];
 	std::chrono::steady_clock::time_point started{};
 };

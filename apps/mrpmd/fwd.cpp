@@ -17,6 +17,7 @@
 
 #include "app.hpp"
 #include "churn.hpp"
+#include "extbuf_vfio.hpp"
 
 namespace mrpmd {
 namespace {
@@ -214,7 +215,7 @@ void start_forwarding(App &app)
 		return;
 	reset_rate_window(app);
 	for (unsigned lcore : app.fwd_lcores)
-		rte_eal_remote_launch(forward_loop, &app, lcore);
+		rte_eal_remote_launch(app.extbuf ? extbuf_forward_loop : forward_loop, &app, lcore);
 }
 
 void stop_forwarding(App &app)

@@ -14,6 +14,7 @@
 
 #include "app.hpp"
 #include "churn.hpp"
+#include "extbuf_vfio.hpp"
 #include "multiproc.hpp"
 #include "prompt.h"
 
@@ -156,6 +157,9 @@ void teardown(App &app)
 		rte_eth_dev_stop(port);
 		rte_eth_dev_close(port);
 	}
+	/* after the ports: closing them frees the mbufs still holding its buffers */
+	delete app.extbuf;
+	app.extbuf = nullptr;
 	mrsync_dpdk_detach(&app.md);
 	rte_free(app.qsbr);
 	if (owner)
@@ -239,9 +243,14 @@ int main(int argc, char **argv)
 	} else if (app.opt.churn && app.opt.hca != "none" &&
 		   !(app.churn = new Churn(app))->init()) {
 		rc = 1;
+	} else if (!app.opt.extbuf.empty() &&
+		   !(app.extbuf = new ExtbufArea(extbuf_mode(app.opt.extbuf)))->init()) {
+		rc = 1;
 	} else {
 		if (app.churn)
 			app.churn->start();
+		if (app.extbuf && app.opt.churn)
+			app.extbuf->start_churn();
 		printf("mrpmd: %u port(s), %zu forwarding lcore(s), mode %s, hca %s (driver %s)%s, "
 		       "%s process, queues %u/%u\n",
 		       app.nb_ports, app.fwd_lcores.size(), fwd_mode_name(app.mode.load()),

@@ -112,6 +112,15 @@ std::optional<int> parse_options(int argc, char **argv, Options &o)
 		 'i'},
 		cli::flag("no-generation-check", "TEST ONLY: a naive cache, to see corruption",
 			  o.no_generation_check),
+		{"extbuf", "HOW", "vfio|dma-map-once: Tx from external buffers in plain memory, "
+		 "mapped by mrsync's vfio driver or once by hand (TEST: negative control)",
+		 [&o](const char *v) -> std::optional<std::string> {
+			 const std::string_view how = v;
+			 if (how != "vfio" && how != "dma-map-once")
+				 return std::string("vfio or dma-map-once");
+			 o.extbuf = v;
+			 return std::nullopt;
+		 }},
 		cli::number("num-procs", "processes sharing the ports' queues (1)", o.num_procs, 1,
 			    64),
 		cli::number("proc-id", "this process's share of the queues, 0..num-procs-1 (0)",
@@ -125,7 +134,12 @@ std::optional<int> parse_options(int argc, char **argv, Options &o)
 			o.proc_id, o.num_procs, o.rxq, o.txq);
 		return 2;
 	}
-	if (o.churn && o.hca == "none")
+	if (!o.extbuf.empty() && (o.hca != "none" || o.nb_cores != 1 || o.num_procs != 1)) {
+		fprintf(stderr, "mrpmd: --extbuf=%s: the NIC moves the payloads from one lcore: "
+				"needs --hca=none, --nb-cores=1, --num-procs=1\n", o.extbuf.c_str());
+		return 2;
+	}
+	if (o.churn && o.hca == "none" && o.extbuf.empty())
 		fprintf(stderr, "mrpmd: note: --churn with --hca=none exercises resyncs but moves no "
 				"data, so corruption cannot be seen\n");
 	return std::nullopt;

@@ -29,6 +29,7 @@ struct Options {
 	bool auto_start = true;
 	bool no_generation_check = false; /* TEST ONLY: negative control */
 	std::uint16_t txpkt_len = 64;
+	std::string extbuf; /* --extbuf: vfio | dma-map-once; empty = off */
 	/* testpmd's multi-process options: this process forwards the proc-id'th
 	 * share of every port's queues (the EAL's --proc-type says who owns the
 	 * ports: a secondary uses them as the primary configured them). */

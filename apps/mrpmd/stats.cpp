@@ -5,6 +5,7 @@
 
 #include "app.hpp"
 #include "churn.hpp"
+#include "extbuf_vfio.hpp"
 
 namespace mrpmd {
 namespace {
@@ -166,6 +167,8 @@ void print_final_stats(App &app)
 	mrsync_get_stats(mrsync_dpdk_ctx(app.md), &core, sizeof core);
 	const LcoreCounters t = sum_counters(app);
 	const std::uint64_t forwarded = app.mode.load() == FwdMode::rxonly ? rx : tx;
+	if (app.extbuf)
+		print_extbuf_stats(app);
 	/* One line for scripts (compare-testpmd, the tests). */
 	printf("mrpmd: mode=%s hca=%s seconds=%.2f rx=%" PRIu64 " tx=%" PRIu64 " mpps=%.3f "
 	       "lookups=%" PRIu64 " hit_rate=%.4f resyncs=%" PRIu64 " pages_repinned=%" PRIu64

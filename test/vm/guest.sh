@@ -106,11 +106,31 @@ setup_vfio() {
 	return 1
 }
 
+# Two e1000 NICs (test/vm/run puts them at 00:10.0 and 00:11.0, on one QEMU
+# hub) bound to vfio-pci for mrpmd on DPDK's net_e1000_em PMD (docs/vfio.md,
+# "mrpmd on e1000"). No kernel driver claims them first: without udev nothing
+# loads e1000.ko. After setup_vfio (vfio-pci loaded). The hugepages DPDK
+# needs are reserved by the test itself (test/vm/mrpmd_e1000.cc).
+setup_e1000() {
+	local bdf group
+	echo 8086 100e >/sys/bus/pci/drivers/vfio-pci/new_id 2>>"$out" ||
+		{ log "binding e1000 to vfio-pci failed"; return 1; }
+	for bdf in 0000:00:10.0 0000:00:11.0; do
+		[ -e "/sys/bus/pci/devices/$bdf" ] || { log "no e1000 at $bdf"; return 1; }
+		group=$(basename "$(readlink "/sys/bus/pci/devices/$bdf/iommu_group")")
+		for _ in $(seq 50); do
+			[ -c "/dev/vfio/$group" ] && break
+			sleep 0.1
+		done
+		[ -c "/dev/vfio/$group" ] || { log "/dev/vfio/$group ($bdf) did not appear"; return 1; }
+	done
+}
+
 # Runs every manifest entry of kind $1 ('test', or 'long' for test/vm/run --long).
 run_tests() {
 	local want=$1 kind name path args status
 	setup_softroce
-	setup_vfio
+	setup_vfio && setup_e1000
 	# Hugepages for the torture: its hugepage buffers and the SysV shm it
 	# attaches over them (Debian 6.1's io_uring pins no 4 KiB SysV shm).
 	echo 16 >/proc/sys/vm/nr_hugepages || log "cannot reserve hugepages"
