@@ -10,9 +10,11 @@
  *    "/dev/vfio/N"): the driver opens a container and the device's group,
  *    sets VFIO_TYPE1v2_IOMMU and owns both; or
  *  - `container_fd` with MRSYNC_VFIO_F_ADOPT_CONTAINER: a container whose
- *    IOMMU is already set (DPDK's rte_vfio_get_container_fd() /
- *    RTE_VFIO_DEFAULT_CONTAINER_FD, or the application's own). The driver
- *    maps into it and never closes it.
+ *    IOMMU is already set (DPDK's default container, or the application's
+ *    own). The driver maps into it and never closes it. DPDK 22.11's
+ *    rte_vfio_get_container_fd() opens a new, empty container instead of
+ *    returning the default one: docs/vfio.md, "Use with DPDK", says how to
+ *    find the right fd.
  *
  * The key of a registration is its IOVA, which never changes: use
  * mrsync_vfio_iova() on what mrsync_get() returned. A resync unmaps the
