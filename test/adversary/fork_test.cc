@@ -31,6 +31,7 @@ namespace {
 struct ChildReport {
 	std::uint64_t lookups = 0, delivered = 0, lost = 0, dma_refused = 0, other = 0;
 	std::uint64_t changed_during_rebuild = 0; /* the change ended before the rebuilding get returned */
+	bool refused_unwatched = false; /* a region left unwatched was refused, naming ENOSPC */
 	char message[256] = {};
 };
 
@@ -331,6 +332,97 @@ TEST(Fork, WordsHeldAcrossFork)
 					   "to its own sources' words";
 	EXPECT_TRUE(r.fetched_above) << "the child's words sum to a value seen before";
 	EXPECT_TRUE(r.change_seen) << "the child's words did not move on the child's change";
+}
+
+} // namespace
+} // namespace mrsync::test::adversary
+
+namespace mrsync::test::adversary {
+namespace {
+
+/* The module's per-file watch limit, a root-writable parameter. */
+constexpr const char *kMaxWatches = "/sys/module/mrsync/parameters/max_watches";
+
+std::string read_max_watches()
+{
+	std::ifstream f(kMaxWatches);
+	std::string v;
+	f >> v;
+	return v;
+}
+
+bool write_max_watches(const std::string &v)
+{
+	std::ofstream f(kMaxWatches);
+	f << v;
+	f.flush();
+	return static_cast<bool>(f);
+}
+
+/* A fork child whose rebuild cannot watch most regions (the module's limit
+ * lowered under it, the way EINTR or ENOSPC leave them): those regions stay
+ * invalid and a lookup says why; once watches can be made again, each lookup
+ * watches before it pins, while a second thread keeps replacing other pages
+ * of the same registration and the looking-up thread replaces the page it
+ * then writes. Nothing may be lost. */
+TEST(Fork, UnwatchedAfterTheRebuildIsWatchedBeforeItIsPinned)
+{
+	if (!kmod())
+		GTEST_SKIP() << "the module's watch limit: kmod only";
+	const std::string old = read_max_watches();
+	ASSERT_FALSE(old.empty()) << "cannot read " << kMaxWatches;
+	auto ctx = open();
+	ASSERT_TRUE(ctx) << ctx.error().message;
+	constexpr std::size_t kRegions = 8, kRegion = 16 * kPage;
+	Mapping area(kRegions * kRegion);
+	ASSERT_TRUE(area);
+	for (std::size_t i = 0; i < kRegions; ++i) {
+		auto reg = ctx->get(area.at(i * kRegion), kRegion);
+		ASSERT_TRUE(reg) << reg.error().message;
+	}
+	ASSERT_TRUE(write_max_watches("2"));
+	ChildReport r = in_child([&] {
+		ChildReport out;
+		Tally refused, t;
+		/* The rebuild watches the two lowest regions, not the last. */
+		write_check(*ctx, area.at(0), 64, t, 1);
+		write_check(*ctx, area.at((kRegions - 1) * kRegion), 64, refused, 2);
+		const bool named = refused.first_other.find("No space left") != std::string::npos;
+		if (!write_max_watches(old)) {
+			std::snprintf(out.message, sizeof out.message, "cannot restore max_watches");
+			return out;
+		}
+		std::byte *const last = area.at((kRegions - 1) * kRegion);
+		std::atomic<bool> stop{false};
+		std::thread other([&] { /* odd pages of the last region */
+			for (unsigned i = 0; !stop.load(); ++i)
+				(void)change_fresh(last + (1 + 2 * (i % 8)) * kPage, i);
+		});
+		for (unsigned i = 0; i < iterations(400); ++i) {
+			std::byte *const page = last + 2 * (i % 8) * kPage; /* even pages */
+			(void)change_fresh(page, i);
+			write_check(*ctx, page + 128, 256, t, i);
+		}
+		stop = true;
+		other.join();
+		fill(out, t);
+		out.refused_unwatched = refused.delivered == 0 && named;
+		if (!out.refused_unwatched)
+			std::snprintf(out.message, sizeof out.message,
+				      "the unwatched region was not refused with ENOSPC: %s",
+				      refused.line().c_str());
+		return out;
+	});
+	EXPECT_TRUE(write_max_watches(old));
+	std::printf("adversary fork unwatched-after-rebuild [kmod]: lookups=%llu delivered=%llu "
+		    "lost=%llu dma_refused=%llu other=%llu\n",
+		    (unsigned long long)r.lookups, (unsigned long long)r.delivered,
+		    (unsigned long long)r.lost, (unsigned long long)r.dma_refused,
+		    (unsigned long long)r.other);
+	EXPECT_TRUE(r.refused_unwatched) << r.message;
+	EXPECT_EQ(r.lost, 0u) << r.message;
+	EXPECT_EQ(r.delivered, r.lookups) << r.message;
+	EXPECT_GT(r.delivered, 0u);
 }
 
 } // namespace
