@@ -203,6 +203,7 @@ void Hca::Impl::launch_round(std::span<const DmaOp> ops, std::span<int> results,
 		return;
 	}
 	req.pending = r.ngroups;
+	counters.launched.fetch_add(1, std::memory_order_relaxed);
 	req.state.store(detail::ReqState::InFlight, std::memory_order_release);
 	for (std::uint32_t s = 0; s < r.ngroups; ++s) {
 		const Round::Group &g = r.groups[s];

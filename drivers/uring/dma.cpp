@@ -78,6 +78,7 @@ int Hca::Impl::launch(std::uint32_t idx, std::uint32_t key, std::uint64_t va, bo
 	req.pending = refusal ? 1 : pieces;
 	req.transferred = 0;
 	req.result = -refusal;
+	counters.launched.fetch_add(1, std::memory_order_relaxed);
 	req.state.store(detail::ReqState::InFlight, std::memory_order_release);
 	counters.dma_submitted++;
 	if (refusal)

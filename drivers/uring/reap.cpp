@@ -142,6 +142,7 @@ void Hca::Impl::finish(std::uint32_t idx)
 	 * staging itself; poll() must not see it. */
 	if (req.burst) {
 		req.state.store(detail::ReqState::Done, std::memory_order_release);
+		counters.launched.fetch_sub(1, std::memory_order_release);
 		return;
 	}
 	if (result > 0 && req.dst)
@@ -154,6 +155,7 @@ void Hca::Impl::finish(std::uint32_t idx)
 	req.state.store(detail::ReqState::Done, std::memory_order_release);
 	done.push(idx);
 	counters.inflight--;
+	counters.launched.fetch_sub(1, std::memory_order_release);
 }
 
 void Hca::Impl::on_release_tag(std::uint64_t tag)
@@ -204,6 +206,8 @@ Status Hca::Impl::fence_until(detail::Clock::time_point deadline)
 		ticket = seq;
 	}
 	auto drained = [&] {
+		if (counters.launched.load(std::memory_order_acquire) == 0)
+			return Progress::Done; /* the common case: skip the scan */
 		for (std::uint32_t i = 0; i < options.queue_depth; ++i)
 			if (reqs[i].state.load(std::memory_order_acquire) ==
 				    detail::ReqState::InFlight &&

@@ -295,6 +295,12 @@ struct Hca::Impl {
 		std::atomic<std::uint64_t> release_tags{0};
 		std::atomic<std::uint64_t> submits{0};
 		std::atomic<std::uint32_t> inflight{0}; /**< requests Reserved..InFlight, bursts' not */
+		/** Requests InFlight, bursts' included: raised under the submission
+		 *  lock before the state says InFlight, lowered after it says Done,
+		 *  so fence() that reads 0 after taking its ticket has nothing to
+		 *  wait for and skips the scan of every request (it still reaps
+		 *  the CQ: release tags are collected there). */
+		std::atomic<std::uint32_t> launched{0};
 	} counters;
 };
 
