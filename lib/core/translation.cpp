@@ -6,7 +6,6 @@
 #include "translation.hpp"
 
 #include <algorithm>
-#include <map>
 
 #include "extent_list.hpp"
 
@@ -15,6 +14,37 @@ namespace mrsync::detail {
 Translation::Translation(std::uint64_t length)
 	: length_(length), invalid_bytes_(length), extents_{Extent{0, length, kNoBacking}}
 {
+}
+
+Translation Translation::of(std::uint64_t length, std::vector<Extent> &&extents)
+{
+	std::uint64_t at = 0;
+	for (const Extent &e : extents) {
+		if (e.offset != at)
+			break;
+		at += e.length;
+	}
+	if (at != length || length == 0) { /* not a tiling: splice it in */
+		Translation spliced(length);
+		spliced.replace(0, length, extents, [](BackingId, std::uint64_t) {});
+		return spliced;
+	}
+	Translation t;
+	t.length_ = length;
+	std::size_t n = 0;
+	for (const Extent &e : extents) {
+		if (e.length == 0)
+			continue;
+		if (e.backing == kNoBacking)
+			t.invalid_bytes_ += e.length;
+		if (n && extents[n - 1].backing == e.backing)
+			extents[n - 1].length += e.length;
+		else
+			extents[n++] = e;
+	}
+	extents.resize(n);
+	t.extents_ = std::move(extents);
+	return t;
 }
 
 std::span<const Extent> Translation::extents_in(std::uint64_t offset,
@@ -48,12 +78,23 @@ std::vector<Range> Translation::invalid_runs(std::uint64_t offset, std::uint64_t
 void Translation::for_each_backing(
 	const std::function<void(BackingId, std::uint64_t)> &fn) const
 {
-	std::map<BackingId, std::uint64_t> bytes;
-	for (const auto &e : extents_)
-		if (e.backing != kNoBacking)
-			bytes[e.backing] += e.length;
-	for (const auto &[backing, n] : bytes)
-		fn(backing, n);
+	/* Runs, not distinct backings: summing per backing took a map node per
+	 * backing (an allocation in Update::destroy, which must not fail, and a
+	 * tenth of a miss that evicts), and every caller only adds up. */
+	BackingId run = kNoBacking;
+	std::uint64_t bytes = 0;
+	for (const auto &e : extents_) {
+		if (e.backing == run) {
+			bytes += e.length;
+			continue;
+		}
+		if (run != kNoBacking)
+			fn(run, bytes);
+		run = e.backing;
+		bytes = e.length;
+	}
+	if (run != kNoBacking)
+		fn(run, bytes);
 }
 
 void Translation::replace(std::uint64_t offset, std::uint64_t len, std::span<const Extent> with,

@@ -20,6 +20,13 @@ public:
 	/** All of [0, length) invalid. */
 	explicit Translation(std::uint64_t length);
 
+	/** [0, length) served by `extents` (sorted, covering it exactly, as a
+	 *  pin returns them): adopts the vector, merging as replace() does,
+	 *  instead of splicing it into an all-invalid one -- a new
+	 *  registration's translation without a second allocation. Extents that
+	 *  do not tile [0, length) are spliced in as replace() would. */
+	static Translation of(std::uint64_t length, std::vector<Extent> &&extents);
+
 	std::span<const Extent> extents() const noexcept { return extents_; }
 	/** The extents that overlap [offset, offset + len) (whole, not cut),
 	 *  found by binary search: what a lookup of that range walks. */
@@ -32,7 +39,9 @@ public:
 	 *  offsets, merged. O(log n + the extents of the range). */
 	std::vector<Range> invalid_runs(std::uint64_t offset, std::uint64_t len) const;
 
-	/** Every distinct backing and how many bytes of this translation use it. */
+	/** Each run of adjacent extents on one backing, with its bytes: a backing
+	 *  the translation uses in several places comes once per run, so callers
+	 *  add up. Allocates nothing (Update::destroy is noexcept). */
 	void for_each_backing(const std::function<void(BackingId, std::uint64_t)> &fn) const;
 
 	/**
@@ -46,8 +55,10 @@ public:
 		     const std::function<void(BackingId, std::uint64_t)> &displaced);
 
 private:
-	std::uint64_t length_;
-	std::uint64_t invalid_bytes_; /* kept by replace() */
+	Translation() = default; /* for of() */
+
+	std::uint64_t length_ = 0;
+	std::uint64_t invalid_bytes_ = 0; /* kept by replace() */
 	std::vector<Extent> extents_;
 };
 

@@ -20,6 +20,8 @@ Update::~Update()
 Result<std::vector<Extent>> Update::pin(std::uint64_t base, std::uint64_t va, std::uint64_t len,
 					std::span<const Range> skip, Backings::Holes holes)
 {
+	if (skip.empty()) /* the common case: the pin's own list, not a copy */
+		return ctx_.backings_->pin(base, va, len, holes);
 	std::vector<Extent> extents;
 	std::uint64_t at = va;
 	auto pin_to = [&](std::uint64_t end) -> Status {
@@ -52,8 +54,7 @@ Status Update::create(Region &r, std::uint32_t access, std::span<const Range> sk
 	auto extents = pin(start, start, size, skip, holes);
 	if (!extents)
 		return std::move(extents).error();
-	Translation t(size);
-	t.replace(0, size, *extents, [](BackingId, std::uint64_t) {});
+	Translation t = Translation::of(size, std::move(*extents));
 	auto keys = ctx_.driver_->create(start, size, access, t.extents());
 	if (!keys)
 		return std::move(keys).error();

@@ -98,6 +98,35 @@ TEST(Translation, ForEachBackingSumsBytes)
 	EXPECT_EQ(seen, (std::map<mrsync::BackingId, std::uint64_t>{{1, 2 * P}, {2, P}}));
 }
 
+/* A new registration's translation adopts what the pin returned (no splice,
+ * no second allocation) and must come out exactly as the splice makes it:
+ * merged runs, the same invalid bytes; a list that does not tile falls back
+ * to the splice. */
+TEST(Translation, OfAdoptsAPinsExtentsAsTheSpliceWould)
+{
+	const std::vector<std::vector<Extent>> cases = {
+		{{0, P, 1}, {P, P, 1}, {2 * P, P, kNoBacking}, {3 * P, 0, 7}, {3 * P, P, kNoBacking},
+		 {4 * P, 2 * P, 2}},
+		{{0, 6 * P, kNoBacking}},
+		{{0, 6 * P, 3}},
+		{{0, P, 1}, {2 * P, 4 * P, 2}}, /* a gap: not a tiling */
+		{{0, P, 1}},                     /* too short */
+	};
+	for (const auto &extents : cases) {
+		Translation spliced(6 * P);
+		replace(spliced, 0, 6 * P, extents);
+		const Translation adopted = Translation::of(6 * P, std::vector<Extent>(extents));
+		ASSERT_EQ(adopted.extents().size(), spliced.extents().size());
+		for (std::size_t i = 0; i < adopted.extents().size(); ++i) {
+			EXPECT_EQ(adopted.extents()[i].offset, spliced.extents()[i].offset) << i;
+			EXPECT_EQ(adopted.extents()[i].length, spliced.extents()[i].length) << i;
+			EXPECT_EQ(adopted.extents()[i].backing, spliced.extents()[i].backing) << i;
+		}
+		EXPECT_EQ(adopted.invalid_bytes(), spliced.invalid_bytes());
+		EXPECT_EQ(adopted.length(), 6 * P);
+	}
+}
+
 } // namespace
 
 /* The in-place splice (issue 14) against a page-by-page model: after every
