@@ -128,7 +128,7 @@ void mrsync_dpdk::hint_new_memory()
 
 Range mrsync_dpdk::cache_range(std::uint64_t addr, std::uint64_t len)
 {
-	{
+	auto chunk_of = [&]() -> Range {
 		std::lock_guard lock(mu);
 		auto it = std::upper_bound(chunks.begin(), chunks.end(), addr,
 					   [](std::uint64_t a, const PoolChunk &c) {
@@ -136,7 +136,16 @@ Range mrsync_dpdk::cache_range(std::uint64_t addr, std::uint64_t len)
 					   });
 		if (it != chunks.begin() && addr + len <= std::prev(it)->range.end)
 			return std::prev(it)->range;
-	}
+		return {};
+	};
+	if (const Range chunk = chunk_of(); chunk.end)
+		return chunk;
+	/* In DPDK memory but in no known pool: perhaps a pool another process
+	 * populated after attach (no event reached us); look once more. */
+	if (mempool_events && search_pools &&
+	    rte_mem_virt2memseg_list(reinterpret_cast<const void *>(addr)) && adopt_foreign_pools())
+		if (const Range chunk = chunk_of(); chunk.end)
+			return chunk;
 	/* An external buffer: its whole pages (mapped, since the buffer is). */
 	const std::uint64_t page = 4096;
 	return {addr & ~(page - 1), (addr + len + page - 1) & ~(page - 1)};
@@ -159,9 +168,11 @@ int mrsync_dpdk_attach(const struct mrsync_dpdk_params *caller, struct mrsync_dp
 		given.struct_size = sizeof given;
 	}
 	const mrsync_dpdk_params *p = &given;
-	if (p->flags & ~std::uint32_t(MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS))
+	constexpr std::uint32_t known_flags =
+		MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS | MRSYNC_DPDK_F_TEST_NO_POOL_SEARCH;
+	if (p->flags & ~known_flags)
 		return fail(EINVAL, "mrsync_dpdk_attach: params->flags has unknown bits " +
-					    std::to_string(p->flags & ~std::uint32_t(MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS)));
+					    std::to_string(p->flags & ~known_flags));
 	if (p->extra_sources & MRSYNC_SOURCE_DPDK)
 		return fail(EINVAL, "mrsync_dpdk_attach: params->extra_sources must not name "
 				    "MRSYNC_SOURCE_DPDK (it is always on)");
@@ -205,6 +216,7 @@ int mrsync_dpdk_attach(const struct mrsync_dpdk_params *caller, struct mrsync_dp
 		return fail_core(rc, "mrsync_dpdk_attach");
 	}
 	md->check_generations = !(p->ctx_flags & MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK);
+	md->search_pools = !(p->flags & MRSYNC_DPDK_F_TEST_NO_POOL_SEARCH);
 	if (md->check_generations) {
 		const int n = mrsync_generation_words(md->ctx, md->words, MRSYNC_DPDK_MAX_GEN_WORDS);
 		md->nwords = n > 0 ? std::uint32_t(n) : 0;

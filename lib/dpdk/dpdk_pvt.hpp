@@ -82,6 +82,8 @@ struct mrsync_dpdk {
 	std::vector<PoolChunk> chunks; /* sorted by start */
 	std::atomic<std::uint64_t> hinted_runs{0};
 	bool mempool_events = false; /* subscribed to READY/DESTROY */
+	bool search_pools = true;    /* on a miss in DPDK memory: walk the pools again */
+	std::atomic<std::uint64_t> next_pool_search_ns{0}; /* no walk before (steady clock) */
 
 	std::unique_ptr<mrsync_dpdk_lcore[]> lcores; /* RTE_MAX_LCORE of them */
 
@@ -93,6 +95,10 @@ struct mrsync_dpdk {
 	/* Registers a populated pool's chunks and remembers them (once, however
 	 * often it is called). @return the number of chunks or -errno. */
 	int add_pool(struct rte_mempool *mp);
+	/* Registers the populated pools no chunk knows yet -- those another
+	 * process populated after attach, which sent no event here -- at most
+	 * once per 10 ms. @return whether one was added. */
+	bool adopt_foreign_pools();
 	/* Forgets a pool's chunks (its memory's FREE events do the rest). */
 	void remove_pool(const struct rte_mempool *mp);
 };

@@ -11,6 +11,7 @@
 #define ALLOW_INTERNAL_API 1 /* rte_mempool_event_callback_register */
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <string>
 #include <vector>
@@ -86,6 +87,38 @@ void mrsync_dpdk::remove_pool(const struct rte_mempool *mp)
 	chunks.erase(std::remove_if(chunks.begin(), chunks.end(),
 				    [mp](const PoolChunk &c) { return c.pool == mp; }),
 		     chunks.end());
+}
+
+bool mrsync_dpdk::adopt_foreign_pools()
+{
+	/* A miss in DPDK memory that no chunk holds is usually a buffer of
+	 * rte_malloc, not a pool: the walk is throttled so such lookups do not
+	 * pay it each time. */
+	const auto now = std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+					       std::chrono::steady_clock::now().time_since_epoch())
+					       .count());
+	std::uint64_t due = next_pool_search_ns.load(std::memory_order_relaxed);
+	if (now < due || !next_pool_search_ns.compare_exchange_strong(due, now + 10'000'000))
+		return false;
+	std::vector<rte_mempool *> pools;
+	rte_mempool_walk(collect_pool, &pools); /* registers outside the walk's tailq lock */
+	bool added = false;
+	for (rte_mempool *mp : pools) {
+		if (mp->populated_size != mp->size)
+			continue;
+		bool known;
+		{
+			std::lock_guard lock(mu);
+			known = std::any_of(chunks.begin(), chunks.end(),
+					    [mp](const PoolChunk &c) { return c.pool == mp; });
+		}
+		if (!known && add_pool(mp) > 0) {
+			MRSYNC_DPDK_LOG(INFO, "pool '%s' (populated by another process) registered\n",
+					mp->name);
+			added = true;
+		}
+	}
+	return added;
 }
 
 namespace mrsync::dpdk {

@@ -23,7 +23,10 @@
 #include <thread>
 
 #include <rte_eal.h>
+#include <rte_errno.h>
 #include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
 #include <rte_memzone.h>
 
 #include "eal_fixture.hpp"
@@ -49,6 +52,9 @@ struct Mailbox {
 	std::atomic<std::uint64_t> cpu_lost; /* the DMA side's own CPU stores the churner missed */
 	std::atomic<std::uint64_t> free_events_now; /* the DMA side's process-wide count, each turn */
 	std::atomic<std::uint32_t> memory_static;
+	/* LatePool: the secondary's lcore-cache misses over mbufs of the pool
+	 * the primary populated after the secondary attached, and its chunks */
+	std::atomic<std::uint64_t> late_misses, late_chunks;
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
@@ -136,9 +142,10 @@ void dma(Mailbox *mb, mrsync_dpdk *md)
 	mrsync_dpdk_lcore_flush(lcore);
 }
 
-mrsync_dpdk *attach(bool generation_check)
+mrsync_dpdk *attach(bool generation_check, std::uint32_t flags = 0)
 {
 	mrsync_dpdk_params p = MRSYNC_DPDK_PARAMS_INIT;
+	p.flags = flags;
 	p.extra_sources = MRSYNC_SOURCE_MANUAL; /* only the EAL's events can save a DMA */
 	p.driver = "uring";
 	p.ctx_flags = generation_check ? 0 : MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK;
@@ -160,6 +167,55 @@ void report(Mailbox *mb, mrsync_dpdk *md, const mrsync_dpdk_stats &before)
 	mb->freed_bytes.store(s.freed_bytes - before.freed_bytes);
 	mb->resyncs.store(core.resyncs);
 	mb->memory_static.store(std::uint32_t(s.memory_static));
+}
+
+constexpr const char *kLatePool = "mrsync_mp_late";
+
+/* The secondary's half of LatePool: attached before the primary populates
+ * the pool (so no mempool event reaches it), it looks up kLateMbufs of its
+ * mbufs through its lcore cache and reports how many lookups missed that
+ * cache, and how many pool chunks they were in. Turns: 2 = attached, 1 = the
+ * pool is there, 0 = reported. */
+constexpr unsigned kLateMbufs = 64;
+
+int late_pool(Mailbox *mb, bool search)
+{
+	mrsync_dpdk *md = attach(true, search ? 0 : MRSYNC_DPDK_F_TEST_NO_POOL_SEARCH);
+	if (!md)
+		return 4;
+	mb->turn.store(2, std::memory_order_release);
+	int rc = 0;
+	rte_mempool *mp = nullptr;
+	rte_mbuf *m[kLateMbufs] = {};
+	mrsync_dpdk_lcore *lcore = mrsync_dpdk_lcore_cache(md);
+	if (!wait_turn(mb, 1) || !(mp = rte_mempool_lookup(kLatePool)) ||
+	    rte_pktmbuf_alloc_bulk(mp, m, kLateMbufs) != 0 || !lcore) {
+		rc = 5;
+	} else {
+		const std::uint64_t misses_before = lcore->misses;
+		for (rte_mbuf *b : m) {
+			mrsync_dpdk_key key;
+			if (mrsync_dpdk_lookup(lcore, rte_pktmbuf_mtod(b, void *), 64, &key) < 0) {
+				std::fprintf(stderr, "late pool: lookup: %s\n", mrsync_dpdk_last_error());
+				rc = 6;
+				break;
+			}
+		}
+		unsigned chunks = 0;
+		rte_mempool_mem_iter(
+			mp, [](rte_mempool *, void *arg, rte_mempool_memhdr *, unsigned) { ++*static_cast<unsigned *>(arg); },
+			&chunks);
+		mb->late_misses.store(lcore->misses - misses_before);
+		mb->late_chunks.store(chunks);
+	}
+	for (rte_mbuf *b : m)
+		if (b)
+			rte_pktmbuf_free(b);
+	if (lcore)
+		mrsync_dpdk_lcore_flush(lcore);
+	mrsync_dpdk_detach(&md);
+	mb->turn.store(0, std::memory_order_release);
+	return rc;
 }
 
 struct Eal {
@@ -199,6 +255,8 @@ int secondary_main(char **argv)
 			report(mb, md, before);
 			mrsync_dpdk_detach(&md);
 		}
+	} else if (role == "late-pool") {
+		rc = late_pool(static_cast<Mailbox *>(mz->addr), generation_check);
 	} else {
 		churn(static_cast<Mailbox *>(mz->addr));
 	}
@@ -378,6 +436,40 @@ TEST(MultiProcessWindow, DISABLED_StalledSecondaryMissesAFreeAndItsReuse)
 	 * is inconsistent and rte_free(again) faults inside the EAL (it reads an
 	 * element header on a page the timed-out free unmapped). Left
 	 * allocated; the EAL's teardown unmaps it. */
+}
+
+/* A pool the primary populates after the secondary attached sends the
+ * secondary no mempool event (DPDK raises them only where the pool is
+ * populated). The secondary's first lookup of one of its mbufs misses in
+ * DPDK memory outside every known pool, walks the pools again and registers
+ * the new one, so its lcore cache keeps one entry per pool chunk and the
+ * other mbufs hit it. Negative control (the search off): an entry per
+ * mbuf's pages, and the 8-entry cache misses on most of them (still
+ * correct, slower). */
+TEST_P(MultiProcess, SecondaryFindsAPoolThePrimaryPopulatedAfterAttach)
+{
+	const bool search = GetParam();
+	Mailbox *mb = fresh_mailbox();
+	ASSERT_NE(mb, nullptr);
+	const pid_t pid = spawn_secondary("late-pool", search);
+	ASSERT_TRUE(wait_turn(mb, 2)) << "the secondary did not attach";
+	/* 2 KiB buffers: kLateMbufs of them span ~40 pages */
+	rte_mempool *mp = rte_pktmbuf_pool_create(kLatePool, 1023, 0, 0, 2048, SOCKET_ID_ANY);
+	ASSERT_NE(mp, nullptr) << rte_strerror(rte_errno);
+	mb->turn.store(1, std::memory_order_release);
+	const int rc = wait_exit(pid);
+	rte_mempool_free(mp);
+	ASSERT_EQ(rc, 0) << "the secondary failed";
+	const auto misses = mb->late_misses.load(), chunks = mb->late_chunks.load();
+	std::printf("late pool (%s): %llu of %u lookups missed the lcore cache (%llu chunks)\n",
+		    search ? "search" : "negative control: no search", (unsigned long long)misses,
+		    kLateMbufs, (unsigned long long)chunks);
+	ASSERT_GT(chunks, 0u);
+	if (search)
+		EXPECT_LE(misses, chunks) << "the secondary did not register the late pool's chunks";
+	else
+		EXPECT_GT(misses, 8u) << "negative control: without the search each mbuf's pages "
+					 "should be a cache entry of their own";
 }
 
 INSTANTIATE_TEST_SUITE_P(Dpdk, MultiProcess, ::testing::Bool(), [](const auto &info) {

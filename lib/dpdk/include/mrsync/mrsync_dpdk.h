@@ -70,6 +70,10 @@ struct mrsync_dpdk_params {
  *  mrsync_dpdk_register_mempool() (lookups of other mbufs still work, a
  *  registration per buffer's pages instead of one per pool chunk). */
 #define MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS (1u << 0)
+/** Tests only: do not look for pools another process populated after
+ *  attach when a lookup misses in DPDK memory outside every known pool (the
+ *  negative control of that search). */
+#define MRSYNC_DPDK_F_TEST_NO_POOL_SEARCH (1u << 1)
 
 #define MRSYNC_DPDK_PARAMS_INIT {.struct_size = sizeof(struct mrsync_dpdk_params)}
 
@@ -137,9 +141,11 @@ int mrsync_dpdk_memory_is_static(const struct mrsync_dpdk *md);
  * 0.2: attach registers the pools that exist and follows the ones populated
  * later in this process. Calling it for a pool already registered (by an
  * event or an earlier call) registers nothing twice and returns the same
- * count; it is still needed for a pool another process populated after
- * attach (DPDK delivers mempool events only where the pool is populated), or
- * with MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS.
+ * count. A pool another process populated after attach (DPDK delivers
+ * mempool events only where the pool is populated) is found by the first
+ * lookup that misses in DPDK memory outside every known pool (the pools are
+ * walked again then, at most every 10 ms); call this to have it registered
+ * before that lookup. Needed with MRSYNC_DPDK_F_NO_MEMPOOL_EVENTS.
  * Thread safety: any control thread; not from a mempool event callback.
  * @return the number of chunks, or -EINVAL / the errors of mrsync_hint().
  */
