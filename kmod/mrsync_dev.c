@@ -8,6 +8,7 @@
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/poll.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
@@ -41,6 +42,7 @@ static int mrsync_open(struct inode *inode, struct file *file)
 	mutex_init(&f->watch_lock);
 	mutex_init(&f->setup_lock);
 	spin_lock_init(&f->lock);
+	init_waitqueue_head(&f->waitq);
 	xa_init_flags(&f->watches, XA_FLAGS_ALLOC);
 	mmgrab(current->mm);
 	f->mm = current->mm;
@@ -110,6 +112,24 @@ out_unlock:
 	return ret;
 }
 
+/*
+ * Readable while the generation differs from the one the reader acknowledged
+ * (MRSYNC_IOC_ACK, <linux/mrsync.h>); the invalidate callback wakes the queue
+ * after it moves the generation. Registering before checking closes the
+ * race with a callback in between: it either ran before the check (seen) or
+ * wakes the entry just added. Another mm gets EPOLLERR, as -EBADFD for
+ * every other operation: it never learns the owner's state.
+ */
+static __poll_t mrsync_poll(struct file *file, poll_table *wait)
+{
+	struct mrsync_file *f = file->private_data;
+
+	if (mrsync_check_mm(f))
+		return EPOLLERR;
+	poll_wait(file, &f->waitq, wait);
+	return mrsync_readable(f) ? EPOLLIN | EPOLLRDNORM : 0;
+}
+
 static const struct file_operations mrsync_fops = {
 	.owner = THIS_MODULE,
 	.open = mrsync_open,
@@ -117,6 +137,7 @@ static const struct file_operations mrsync_fops = {
 	.unlocked_ioctl = mrsync_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.mmap = mrsync_mmap,
+	.poll = mrsync_poll,
 	.llseek = no_llseek,
 };
 

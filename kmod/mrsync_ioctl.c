@@ -15,7 +15,8 @@ static long mrsync_ioc_version(void __user *uarg)
 {
 	struct mrsync_kmod_version v = {
 		.abi_version = MRSYNC_ABI_VERSION,
-		.features = MRSYNC_FEATURE_CONSUME | MRSYNC_FEATURE_READ_BEGIN,
+		.features = MRSYNC_FEATURE_CONSUME | MRSYNC_FEATURE_READ_BEGIN |
+			    MRSYNC_FEATURE_POLL,
 		.ring_offset = PAGE_SIZE,
 		.entry_size = sizeof(struct mrsync_kmod_event),
 		.ring_min = MRSYNC_RING_MIN,
@@ -93,6 +94,17 @@ static long mrsync_ioc_consume(struct mrsync_file *f, void __user *uarg)
 	return mrsync_consume(f, c.tail);
 }
 
+static long mrsync_ioc_ack(struct mrsync_file *f, void __user *uarg)
+{
+	struct mrsync_kmod_ack a;
+
+	if (copy_from_user(&a, uarg, sizeof(a)))
+		return -EFAULT;
+	if (a.flags)
+		return -EINVAL;
+	return mrsync_ack(f, a.generation);
+}
+
 static long mrsync_ioc_read_begin(struct mrsync_file *f, void __user *uarg)
 {
 	struct mrsync_kmod_read_begin rb;
@@ -132,6 +144,7 @@ long mrsync_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case MRSYNC_IOC_CONSUME:
 	case MRSYNC_IOC_STATS:
 	case MRSYNC_IOC_READ_BEGIN:
+	case MRSYNC_IOC_ACK:
 		break;
 	default:
 		return -ENOTTY;
@@ -154,6 +167,8 @@ long mrsync_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return mrsync_ioc_stats(f, uarg);
 	case MRSYNC_IOC_READ_BEGIN:
 		return mrsync_ioc_read_begin(f, uarg);
+	case MRSYNC_IOC_ACK:
+		return mrsync_ioc_ack(f, uarg);
 	}
 	return -ENOTTY;
 }

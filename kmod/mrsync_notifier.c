@@ -13,6 +13,7 @@
 #include <linux/log2.h>
 #include <linux/minmax.h>
 #include <linux/mm.h>
+#include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
 
@@ -107,6 +108,33 @@ int mrsync_consume(struct mrsync_file *f, u64 tail)
 	return ret;
 }
 
+/* MRSYNC_IOC_ACK: the reader drained everything counted up to `generation`. */
+int mrsync_ack(struct mrsync_file *f, u64 generation)
+{
+	struct mrsync_ring *ring = &f->ring;
+	int ret = 0;
+
+	spin_lock(&f->lock);
+	if (generation < ring->acked || generation > ring->generation)
+		ret = -ERANGE;
+	else
+		ring->acked = generation;
+	spin_unlock(&f->lock);
+	return ret;
+}
+
+/* poll: a change was recorded (or overflowed) that the reader has not
+ * acknowledged. Under `lock`, so it pairs with the callback's bump. */
+bool mrsync_readable(struct mrsync_file *f)
+{
+	bool readable;
+
+	spin_lock(&f->lock);
+	readable = f->ring.generation != f->ring.acked;
+	spin_unlock(&f->lock);
+	return readable;
+}
+
 void mrsync_get_stats(struct mrsync_file *f, struct mrsync_kmod_stats *st)
 {
 	spin_lock(&f->lock);
@@ -195,27 +223,42 @@ static u64 mrsync_reason(enum mmu_notifier_event event)
 }
 
 /*
- * Records the change and bumps the generation before returning. Never sleeps
- * (blockable or not): one spinlock, no allocation, so it never has to return
- * false.
+ * Records the change and bumps the generation before returning, then wakes
+ * the file's poll waiters. Never sleeps (blockable or not): one spinlock, no
+ * allocation, so it never has to return false.
+ *
+ * Where it runs: inside invalidate_range_start (mn_itree_invalidate()), in
+ * process context -- the task changing the mapping, or a kernel thread
+ * changing it for it (kswapd, khugepaged, the OOM reaper, migration) --
+ * with mmap_lock or an rmap lock (i_mmap_rwsem, anon_vma) held, possibly
+ * non-blockable (the OOM reaper), never in interrupt context. wake_up_poll()
+ * is allowed there: it takes the queue's spinlock (irqsave) and calls the
+ * waiters' wake functions (pollwake, ep_poll_callback), which take only
+ * spinlocks and never sleep. It runs after `lock` is dropped, so `lock`
+ * stays a leaf.
  */
 static bool mrsync_invalidate(struct mmu_interval_notifier *mni,
 			      const struct mmu_notifier_range *range, unsigned long cur_seq)
 {
 	struct mrsync_watch_node *w = container_of(mni, struct mrsync_watch_node, mni);
 	struct mrsync_file *f = w->file;
+	bool moved = false;
 
 	spin_lock(&f->lock);
 	mmu_interval_set_seq(mni, cur_seq);
 	f->invalidations++;
 	if (mrsync_keeps_pages(range->event)) {
 		f->skipped++;
-	} else if (mrsync_ring_record(&f->ring, max_t(u64, range->start, w->start),
-				      min_t(u64, range->end, w->end), w->cookie, w->id,
-				      mrsync_reason(range->event))) {
-		f->recorded++;
+	} else {
+		if (mrsync_ring_record(&f->ring, max_t(u64, range->start, w->start),
+				       min_t(u64, range->end, w->end), w->cookie, w->id,
+				       mrsync_reason(range->event)))
+			f->recorded++;
+		moved = true; /* recorded or overflowed: the generation moved */
 	}
 	spin_unlock(&f->lock);
+	if (moved)
+		wake_up_poll(&f->waitq, EPOLLIN | EPOLLRDNORM);
 	return true;
 }
 

@@ -13,6 +13,7 @@
 #include <linux/sched.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
+#include <linux/wait.h>
 #include <linux/xarray.h>
 
 #include <linux/mrsync.h>
@@ -32,6 +33,7 @@ struct mrsync_ring {
 	u64 tail;
 	u64 overflow;
 	u64 generation;
+	u64 acked;                      /* MRSYNC_IOC_ACK: poll is readable while != generation */
 };
 
 /*
@@ -70,6 +72,10 @@ struct mrsync_file {
 	u64 invalidations;
 	u64 recorded;
 	u64 skipped;
+
+	/* poll(2) waiters, woken by the invalidate callback (after `lock` is
+	 * dropped) when the generation moves; the queue has its own lock. */
+	wait_queue_head_t waitq;
 };
 
 /* A watched range: one mmu interval notifier on [start, end). */
@@ -94,6 +100,8 @@ int mrsync_watch_remove(struct mrsync_file *f, u64 id);
 int mrsync_watch_read_begin(struct mrsync_file *f, u64 id, u64 *seq);
 void mrsync_watch_remove_all(struct mrsync_file *f);
 int mrsync_consume(struct mrsync_file *f, u64 tail);
+int mrsync_ack(struct mrsync_file *f, u64 generation);
+bool mrsync_readable(struct mrsync_file *f);
 void mrsync_get_stats(struct mrsync_file *f, struct mrsync_kmod_stats *st);
 
 /* mrsync_ioctl.c */

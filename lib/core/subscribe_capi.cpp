@@ -3,6 +3,7 @@
  * Result -> -errno through the thread's last error (capi.hpp). */
 #include <mrsync/mrsync.h>
 #include <mrsync/subscribe.h>
+#include <mrsync/testing.h> /* MRSYNC_WATCHER_F_TEST_NO_WAKEUP */
 
 #include <cinttypes>
 #include <new>
@@ -15,6 +16,10 @@ using mrsync::Range;
 using mrsync::detail::fail_call;
 using mrsync::detail::fmt;
 using mrsync::detail::Watcher;
+
+namespace mrsync::detail {
+extern bool test_flags_enabled; /* capi.cpp; true once lib/core/testing.cpp is linked */
+}
 
 namespace {
 
@@ -58,11 +63,19 @@ extern "C" int mrsync_watcher_create(uint32_t sources, mrsync_watcher **out)
 {
 	if (!out)
 		return fail_call(EINVAL, "out is NULL");
+	auto wakeups = Watcher::Wakeups::on;
+	if (sources & MRSYNC_WATCHER_F_TEST_NO_WAKEUP) {
+		if (!mrsync::detail::test_flags_enabled)
+			return fail_call(EINVAL, "sources has a test-only bit set (only test "
+						 "programs linked with lib/core/testing.cpp may use it)");
+		wakeups = Watcher::Wakeups::test_off;
+		sources &= ~uint32_t(MRSYNC_WATCHER_F_TEST_NO_WAKEUP);
+	}
 	if (sources & ~uint32_t(MRSYNC_SOURCE_KMOD | MRSYNC_SOURCE_UFFD | MRSYNC_SOURCE_MANUAL |
 				MRSYNC_SOURCE_DPDK))
 		return fail_call(EINVAL, fmt("sources: unknown bits 0x%x", sources));
 	return guarded([&] {
-		auto w = Watcher::create(sources);
+		auto w = Watcher::create(sources, wakeups);
 		if (!w)
 			return fail(w.error());
 		*out = reinterpret_cast<mrsync_watcher *>(w->release());
@@ -123,4 +136,17 @@ extern "C" int mrsync_watcher_notify_unmap(mrsync_watcher *watcher, const void *
 		return fail(range.error());
 	auto ok = impl(watcher)->notify_unmap(*range);
 	return ok ? 0 : fail(ok.error());
+}
+
+extern "C" int mrsync_watcher_fd(mrsync_watcher *watcher, int *fd)
+{
+	if (!watcher || !fd)
+		return fail_call(EINVAL, !watcher ? "watcher is NULL" : "fd is NULL");
+	return guarded([&] {
+		auto got = impl(watcher)->fd();
+		if (!got)
+			return fail(got.error());
+		*fd = *got;
+		return 0;
+	});
 }

@@ -9,6 +9,7 @@
 #include <cinttypes>
 #include <string>
 
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <mrsync/generation.h>
@@ -20,12 +21,13 @@
 
 namespace mrsync::detail {
 
-Result<std::unique_ptr<Watcher>> Watcher::create(std::uint32_t mask)
+Result<std::unique_ptr<Watcher>> Watcher::create(std::uint32_t mask, Wakeups wakeups)
 {
 	auto sources = open_sources(mask, SourceConfig{});
 	if (!sources)
 		return std::move(sources).error();
 	std::unique_ptr<Watcher> w(new Watcher());
+	w->wakeups_ = wakeups;
 	w->sources_ = std::move(sources.value());
 	for (const auto &s : w->sources_)
 		w->words_.push_back(s->generation());
@@ -177,7 +179,7 @@ Result<int> Watcher::poll()
 	if (poller_.load() == std::this_thread::get_id())
 		return make_error(EDEADLK, "watcher: mrsync_watcher_poll() called from one of its "
 					   "own callbacks");
-	if (quiet())
+	if (!polled_.load(std::memory_order_acquire) && quiet())
 		return 0;
 	std::lock_guard polling(poll_mu_);
 	std::vector<Delivery> deliveries;
@@ -200,6 +202,45 @@ Result<int> Watcher::poll()
 	}
 	poller_.store(std::thread::id{});
 	return calls;
+}
+
+Result<int> Watcher::fd()
+{
+	std::lock_guard guard(mu_); /* drain() runs under it: no source drains meanwhile */
+	if (epoll_)
+		return epoll_.get();
+	return open_fd_locked();
+}
+
+Result<int> Watcher::open_fd_locked()
+{
+	UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
+	if (!epoll) {
+		const int err = errno;
+		return make_error(err, "watcher: epoll_create1: " + errno_text(err));
+	}
+	for (auto &source : sources_) {
+		if (wakeups_ == Wakeups::test_off)
+			break; /* the negative control: nothing ever makes the set readable */
+		auto wake = source->enable_wakeup();
+		if (!wake)
+			return make_error(wake.error().code,
+					  "watcher: the " + std::string(source->name()) +
+						  " source cannot wake a poller: " +
+						  wake.error().message);
+		epoll_event ev{};
+		ev.events = EPOLLIN;
+		ev.data.u64 = 0;
+		if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, *wake, &ev) != 0) {
+			const int err = errno;
+			return make_error(err, "watcher: epoll_ctl(ADD) of the " +
+						       std::string(source->name()) +
+						       " source's fd: " + errno_text(err));
+		}
+	}
+	epoll_ = std::move(epoll);
+	polled_.store(true, std::memory_order_release);
+	return epoll_.get();
 }
 
 Status Watcher::notify_unmap(Range range)

@@ -9,6 +9,13 @@
  * watch/prepare_pin calls behind subscriptions; docs/integration.md ("The
  * cache as a subscriber") says what that takes.
  *
+ * The pollable fd (mrsync_watcher_fd()): an epoll set over each source's
+ * wake-up fd (EventSource::enable_wakeup(): the module's file, the
+ * user-space sources' eventfds), level-triggered, so the set is readable
+ * exactly while one of them is. Each source clears its own in drain(), and
+ * once the fd exists every poll drains (no quiet() shortcut): the shortcut
+ * would leave a spurious wake-up standing and an event loop spinning.
+ *
  * Locking: poll_mu_ serialises polls and is what mrsync_unsubscribe() waits
  * on; mu_ guards subs_ and is never held across a callback. Order: poll_mu_
  * before mu_. */
@@ -27,12 +34,19 @@
 #include <mrsync/source.hpp>
 #include <mrsync/subscribe.h>
 
+#include "unique_fd.hpp"
+
 namespace mrsync::detail {
 
 class Watcher {
 public:
+	/** Tag for the tests' negative control: the sources never signal the
+	 *  fd (MRSYNC_WATCHER_F_TEST_NO_WAKEUP, mrsync/testing.h). */
+	enum class Wakeups { on, test_off };
+
 	/** Opens the sources of `mask` (0: automatic, as a context does). */
-	static Result<std::unique_ptr<Watcher>> create(std::uint32_t mask);
+	static Result<std::unique_ptr<Watcher>> create(std::uint32_t mask,
+						       Wakeups wakeups = Wakeups::on);
 	~Watcher();
 	Watcher(const Watcher &) = delete;
 	Watcher &operator=(const Watcher &) = delete;
@@ -46,6 +60,9 @@ public:
 	Result<int> poll();
 	/** The manual source's report. Any thread. */
 	Status notify_unmap(Range range);
+	/** The pollable fd, made at the first call (the same one after).
+	 *  ENOTSUP if a source cannot signal one. Any thread. */
+	Result<int> fd();
 
 private:
 	struct Subscription {
@@ -67,6 +84,8 @@ private:
 	bool rearm_locked(Subscription &s);
 	void unwatch_locked(Subscription &s) noexcept;
 
+	Result<int> open_fd_locked();
+
 	std::vector<std::unique_ptr<EventSource>> sources_;
 	std::vector<const std::uint64_t *> words_; /* the sources' generations */
 	std::atomic<std::uint64_t> seen_{0};        /* their sum at the last drain */
@@ -79,6 +98,9 @@ private:
 	std::map<std::uint64_t, Subscription> subs_; /* by id: creation order */
 	std::vector<std::uint64_t> unarmed_;          /* ids to watch again at the next poll */
 	std::uint64_t next_id_ = 1;
+	Wakeups wakeups_ = Wakeups::on;
+	UniqueFd epoll_;                    /* mrsync_watcher_fd(); under mu_ */
+	std::atomic<bool> polled_{false};   /* epoll_ exists: every poll drains */
 };
 
 } // namespace mrsync::detail

@@ -4,10 +4,16 @@
 #include <mrsync/event_buffer.hpp>
 
 #include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <string>
 #include <thread>
+
+#include "format.hpp"
 
 namespace mrsync {
 
@@ -31,6 +37,34 @@ void EventBuffer::bump() noexcept
 	/* Release: whoever acquires the new value sees the ranges pushed before
 	 * it (drain() also takes mu_, which orders them by itself). */
 	std::atomic_ref<std::uint64_t>(generation_).fetch_add(1, std::memory_order_release);
+}
+
+/* After the bump, outside mu_: a poller woken by this finds the ranges. A
+ * full counter (EAGAIN, after 2^64 - 2 unread signals) is readable anyway. */
+void EventBuffer::wake() noexcept
+{
+	const int fd = wake_fd_.load(std::memory_order_acquire);
+	if (fd < 0)
+		return;
+	const std::uint64_t one = 1;
+	[[maybe_unused]] const ssize_t n = ::write(fd, &one, sizeof one);
+}
+
+Result<int> EventBuffer::enable_wakeup()
+{
+	std::lock_guard lock(wake_mu_);
+	if (const int fd = wake_fd_.load(std::memory_order_relaxed); fd >= 0)
+		return fd;
+	const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (fd < 0) {
+		const int err = errno;
+		return make_error(err, "event buffer: eventfd: " + detail::errno_text(err));
+	}
+	/* Readable at once: what was appended before this call is pending too. */
+	const std::uint64_t one = 1;
+	[[maybe_unused]] const ssize_t n = ::write(fd, &one, sizeof one);
+	wake_fd_.store(fd, std::memory_order_release);
+	return fd;
 }
 
 void EventBuffer::push_locked(std::span<const Range> changed) noexcept
@@ -62,6 +96,7 @@ void EventBuffer::append(std::span<const Range> changed) noexcept
 		push_locked(changed);
 	}
 	bump();
+	wake();
 }
 
 void EventBuffer::announce() noexcept
@@ -84,8 +119,10 @@ void EventBuffer::publish(std::span<const Range> changed) noexcept
 	/* The announcement already moved the generation; bump again so that a
 	 * consumer that loaded the generation after announce() but drained
 	 * before it (wrong order, but cheap to forgive) still comes back. */
-	if (!changed.empty())
+	if (!changed.empty()) {
 		bump();
+		wake();
+	}
 }
 
 bool EventBuffer::drain(std::vector<Range> &out)
@@ -108,6 +145,13 @@ bool EventBuffer::drain(std::vector<Range> &out)
 			else
 				std::this_thread::sleep_for(std::chrono::microseconds(50));
 		}
+	}
+	/* Clear the wake-up before taking the ranges: a producer that appends
+	 * after this signals again (a spurious wake-up at worst, never a lost
+	 * one). */
+	if (const int fd = wake_fd_.load(std::memory_order_acquire); fd >= 0) {
+		std::uint64_t count;
+		[[maybe_unused]] const ssize_t n = ::read(fd, &count, sizeof count);
 	}
 	bool lost;
 	{

@@ -19,6 +19,12 @@
  * a pin taken next never takes a page the kernel is about to drop. It needs
  * ABI 1.1 with MRSYNC_FEATURE_READ_BEGIN; open_device() refuses older modules.
  *
+ * enable_wakeup() (a watcher's pollable fd) is the device fd itself: with
+ * ABI 1.2 (MRSYNC_FEATURE_POLL) it polls readable while the generation
+ * differs from the one acknowledged, and drain() then acknowledges the
+ * generation it loaded first (MRSYNC_IOC_ACK). Without it, 1.1 still works
+ * for everything else.
+ *
  * Fork: the module does not copy the mapping into a child (and the child's
  * file would be refused anyway, -EBADFD). A child's hit path may still load
  * the generation word before the core rebuilds, so a child handler (the
@@ -57,6 +63,9 @@ using detail::UniqueFd;
 using detail::UniqueMmap;
 
 constexpr const char *kDevice = "/dev/mrsync";
+/* The oldest module this library works with (READ_BEGIN); 1.2 adds poll,
+ * which only enable_wakeup() needs. */
+constexpr std::uint64_t kNeededMinor = 1;
 
 int xioctl(int fd, unsigned long cmd, void *arg) noexcept
 {
@@ -93,8 +102,8 @@ Result<UniqueFd> open_device(mrsync_kmod_version &version)
 	const std::string found = std::string(kDevice) + ": module ABI " + std::to_string(major) +
 				  "." + std::to_string(minor);
 	const std::string needed = "this library needs " + std::to_string(MRSYNC_ABI_MAJOR) + "." +
-				   std::to_string(MRSYNC_ABI_MINOR);
-	if (major != MRSYNC_ABI_MAJOR || version.abi_version < MRSYNC_ABI_VERSION)
+				   std::to_string(kNeededMinor);
+	if (major != MRSYNC_ABI_MAJOR || minor < kNeededMinor)
 		return make_error(EPROTO, found + ", " + needed + " or a later minor");
 	if (!(version.features & MRSYNC_FEATURE_READ_BEGIN))
 		return make_error(EPROTO, found + " does not report MRSYNC_FEATURE_READ_BEGIN; " +
@@ -127,8 +136,8 @@ std::vector<KmodSource *> &live_sources()
 
 class KmodSource final : public EventSource {
 public:
-	KmodSource(UniqueFd fd, UniqueMmap ring) noexcept
-		: fd_(std::move(fd)), ring_(std::move(ring)),
+	KmodSource(UniqueFd fd, UniqueMmap ring, const mrsync_kmod_version &version) noexcept
+		: fd_(std::move(fd)), ring_(std::move(ring)), version_(version),
 		  entries_(reinterpret_cast<const mrsync_kmod_event *>(ring_.data() +
 								       header()->ring_offset)),
 		  mask_(header()->ring_size - 1)
@@ -160,6 +169,8 @@ public:
 		if (forked_.load(std::memory_order_acquire))
 			return true;
 		const mrsync_kmod_header *hdr = header();
+		/* First: what this drain acknowledges (enable_wakeup()). */
+		const std::uint64_t gen = load_acquire(&hdr->generation);
 		const std::uint64_t overflow = load_acquire(&hdr->overflow);
 		const std::uint64_t head = load_acquire(&hdr->head);
 		bool lost = false;
@@ -185,7 +196,31 @@ public:
 			overflow_seen_ = overflow;
 			lost = true;
 		}
+		if (polled_ && gen != acked_) {
+			mrsync_kmod_ack ack{gen, 0};
+			if (xioctl(fd_.get(), MRSYNC_IOC_ACK, &ack) == 0)
+				acked_ = gen;
+			/* else the fd stays readable: a spurious wake-up, not a loss */
+		}
 		return lost;
+	}
+
+	/* The device fd (ABI 1.2): readable until drain() acknowledges.
+	 * Thread safety: one caller at a time, as drain(). */
+	Result<int> enable_wakeup() override
+	{
+		if (forked_.load(std::memory_order_acquire))
+			return make_error(EBADFD, "enable_wakeup: the kmod source belongs to the "
+						  "parent process");
+		if (!(version_.features & MRSYNC_FEATURE_POLL))
+			return make_error(ENOTSUP,
+					  std::string(kDevice) + ": module ABI " +
+						  std::to_string(version_.abi_version >> 16) + "." +
+						  std::to_string(version_.abi_version & 0xffff) +
+						  " cannot be polled (MRSYNC_FEATURE_POLL: ABI 1.2; "
+						  "load the module of this library)");
+		polled_ = true;
+		return fd_.get();
 	}
 
 	/* Thread safety: any thread (one ioctl). */
@@ -299,10 +334,13 @@ private:
 
 	UniqueFd fd_;
 	UniqueMmap ring_; /* the module's header + ring, read-only */
+	mrsync_kmod_version version_;     /* the handshake's answer */
 	const mrsync_kmod_event *entries_;
 	std::uint64_t mask_;
 	std::uint64_t tail_ = 0;          /* entries read so far (drain only) */
 	std::uint64_t overflow_seen_ = 0; /* header overflow at the last drain */
+	bool polled_ = false;             /* enable_wakeup() was called (drain only) */
+	std::uint64_t acked_ = 0;         /* last MRSYNC_IOC_ACK (drain only) */
 	std::atomic<bool> forked_{false};
 };
 
@@ -340,7 +378,7 @@ Result<std::unique_ptr<EventSource>> kmod_create(const SourceConfig &config)
 	    hdr->ring_offset != version.ring_offset)
 		return make_error(EPROTO, std::string(kDevice) + ": unexpected ring header");
 	return std::unique_ptr<EventSource>(
-		std::make_unique<KmodSource>(std::move(fd.value()), std::move(ring)));
+		std::make_unique<KmodSource>(std::move(fd.value()), std::move(ring), version));
 }
 
 const SourceFactory kmod_factory{

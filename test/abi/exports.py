@@ -20,7 +20,7 @@ ALLOWED = {
         r'mrsync::driver_of\(mrsync_ctx\*\)',
         r'mrsync::Registry<mrsync::(Driver|Source)Factory>::\w+\(.*\)(::registered)?',
         r'mrsync::log_(enabled|line)\(.*\)',
-        r'mrsync::EventBuffer::(EventBuffer|append|announce|publish|drain|stats)\(.*\)( const)?',
+        r'mrsync::EventBuffer::(EventBuffer|append|announce|publish|drain|stats|enable_wakeup)\(.*\)( const)?',
         r'mrsync::BufferedEventSource::\w+\(.*\)( const)?',
         r'mrsync::uring::Hca::(create|available|write|read|burst|poll|wait|wait_one|wait_releases|'
         r'stats|name|caps|~Hca)\(.*\)( const)?',

@@ -241,6 +241,16 @@ TEST_F(Subscribe, ShmdtReachesTheSubscriberWithTheModule)
 	EXPECT_EQ(seen.changes[0].start, reinterpret_cast<std::uint64_t>(seg));
 }
 
+/* libmrsync.so, which users link, refuses the fd tests' test-only bit
+ * (MRSYNC_WATCHER_F_TEST_NO_WAKEUP, bit 31: mrsync/testing.h is not installed). */
+TEST_F(Subscribe, TheTestOnlyWakeupBitIsRefused)
+{
+	mrsync_watcher *w = nullptr;
+	EXPECT_EQ(mrsync_watcher_create(MRSYNC_SOURCE_MANUAL | (1u << 31), &w), -EINVAL);
+	EXPECT_NE(std::strstr(mrsync_last_error(), "test-only"), nullptr) << mrsync_last_error();
+	EXPECT_EQ(w, nullptr);
+}
+
 /* Negative control: the same raw munmap with only the manual source, which
  * sees nothing the application does not report. The subscriber is not told:
  * what the tests above check is the userfaultfd source's work. */

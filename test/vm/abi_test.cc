@@ -70,10 +70,13 @@ TEST(Abi, VersionHandshake)
 	mrsync_kmod_version v{};
 	ASSERT_EQ(xioctl(fd.get(), MRSYNC_IOC_VERSION, &v), 0);
 	EXPECT_EQ(v.abi_version, static_cast<std::uint64_t>(MRSYNC_ABI_VERSION));
-	EXPECT_EQ(v.abi_version, (1u << 16) | 1u) << "ABI 1.1: READ_BEGIN";
+	EXPECT_EQ(v.abi_version, (1u << 16) | 2u) << "ABI 1.2: READ_BEGIN, poll + ACK";
 	EXPECT_TRUE(v.features & MRSYNC_FEATURE_CONSUME);
 	EXPECT_TRUE(v.features & MRSYNC_FEATURE_READ_BEGIN);
-	EXPECT_EQ(v.features & ~(MRSYNC_FEATURE_CONSUME | MRSYNC_FEATURE_READ_BEGIN), 0u);
+	EXPECT_TRUE(v.features & MRSYNC_FEATURE_POLL);
+	EXPECT_EQ(v.features & ~(MRSYNC_FEATURE_CONSUME | MRSYNC_FEATURE_READ_BEGIN |
+				 MRSYNC_FEATURE_POLL),
+		  0u);
 	EXPECT_EQ(v.entry_size, sizeof(mrsync_kmod_event));
 	EXPECT_EQ(v.ring_offset, kPage);
 	EXPECT_EQ(v.ring_min, static_cast<std::uint64_t>(MRSYNC_RING_MIN));

@@ -23,7 +23,7 @@
 /* Major.minor of this ABI: a client accepts a module whose major equals its
  * own and whose minor is at least the one it was built for. */
 #define MRSYNC_ABI_MAJOR 1
-#define MRSYNC_ABI_MINOR 1
+#define MRSYNC_ABI_MINOR 2
 #define MRSYNC_ABI_VERSION ((MRSYNC_ABI_MAJOR << 16) | MRSYNC_ABI_MINOR)
 
 /* The first 8 bytes of the mapped area: "MRSYNC01" read as a little-endian
@@ -126,6 +126,7 @@ struct mrsync_kmod_version {
 /* Features (struct mrsync_kmod_version.features). */
 #define MRSYNC_FEATURE_CONSUME (1ULL << 0)    /* MRSYNC_IOC_CONSUME exists */
 #define MRSYNC_FEATURE_READ_BEGIN (1ULL << 1) /* MRSYNC_IOC_READ_BEGIN exists (ABI 1.1) */
+#define MRSYNC_FEATURE_POLL (1ULL << 2)       /* poll(2) on the file, MRSYNC_IOC_ACK (ABI 1.2) */
 
 /**
  * struct mrsync_kmod_ring_config - MRSYNC_IOC_SET_RING (input).
@@ -256,6 +257,34 @@ struct mrsync_kmod_read_begin {
 	__u64 reserved;
 };
 
+/**
+ * struct mrsync_kmod_ack - MRSYNC_IOC_ACK (input; ABI 1.2).
+ * @generation: the reader has drained every change counted up to this
+ *              generation; between the last acknowledged one and the
+ *              header's generation (inclusive).
+ * @flags:      0.
+ *
+ * poll(2), select(2) and epoll on the file (ABI 1.2, MRSYNC_FEATURE_POLL):
+ * the file is readable (POLLIN | POLLRDNORM) while the header's generation
+ * differs from the last acknowledged one (0 when none was), and the module
+ * wakes its waiters from the invalidate callback, when the generation moves,
+ * before the call that changed the mapping returns. A reader that sleeps in
+ * poll instead of loading the generation:
+ *
+ *   1. load the generation (acquire), g;
+ *   2. drain the ring (as above) and MRSYNC_IOC_CONSUME;
+ *   3. MRSYNC_IOC_ACK(g).
+ *
+ * A change after step 1 moves the generation past g, so the file stays
+ * readable: a wake-up may be spurious (the change was drained in step 2),
+ * never missed. From another mm the file polls EPOLLERR. A reader that never
+ * acknowledges (older user space) is unaffected: it never polls.
+ */
+struct mrsync_kmod_ack {
+	__u64 generation;
+	__u64 flags;
+};
+
 #define MRSYNC_IOC_MAGIC 0xB7
 
 /*
@@ -277,6 +306,8 @@ struct mrsync_kmod_read_begin {
  * STATS:      never fails otherwise.
  * READ_BEGIN: -ENOENT no such watch in this file (id 0 included); -EINVAL
  *             flags or reserved non-zero (checked before the id).
+ * ACK:        -ERANGE generation below the last acknowledged one or above
+ *             the header's.
  *
  * mmap:       offset 0, length at most map_size; -EPERM with PROT_WRITE or
  *             PROT_EXEC (the area is read-only, mprotect cannot change that);
@@ -290,5 +321,6 @@ struct mrsync_kmod_read_begin {
 #define MRSYNC_IOC_CONSUME  _IOW(MRSYNC_IOC_MAGIC, 0x04, struct mrsync_kmod_consume)
 #define MRSYNC_IOC_STATS    _IOR(MRSYNC_IOC_MAGIC, 0x05, struct mrsync_kmod_stats)
 #define MRSYNC_IOC_READ_BEGIN _IOWR(MRSYNC_IOC_MAGIC, 0x06, struct mrsync_kmod_read_begin)
+#define MRSYNC_IOC_ACK      _IOW(MRSYNC_IOC_MAGIC, 0x07, struct mrsync_kmod_ack)
 
 #endif /* _UAPI_LINUX_MRSYNC_H */

@@ -27,6 +27,11 @@ extern "C" {
 /** Every test-only flag (mrsync_params.flags). */
 #define MRSYNC_CTX_F_TEST_ONLY_MASK MRSYNC_CTX_F_TEST_UNGUARDED_PINS
 
+/** TEST ONLY, a bit of mrsync_watcher_create()'s `sources`: no source
+ *  signals mrsync_watcher_fd(), which then never polls readable (the
+ *  negative control of the fd's tests). */
+#define MRSYNC_WATCHER_F_TEST_NO_WAKEUP (1u << 31)
+
 /** Whether this process may pass MRSYNC_CTX_F_TEST_ONLY_MASK flags: true
  *  once lib/core/testing.cpp is linked in. */
 int mrsync_test_flags_enabled(void);

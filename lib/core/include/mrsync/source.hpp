@@ -113,6 +113,26 @@ public:
 	 */
 	virtual Status prepare_pin(std::uint64_t /*handle*/, Range /*range*/) { return {}; }
 
+	/**
+	 * Makes the source signal a pollable fd whenever it reports a change,
+	 * for a consumer that sleeps in poll()/epoll instead of loading
+	 * generation() (mrsync_watcher_fd(), subscribe.h). From this call on:
+	 *  - the fd polls readable (POLLIN) once a change is reported, at the
+	 *    latest when generation() moves for it;
+	 *  - drain() clears it *before* it takes the ranges, so a change it
+	 *    does not take leaves the fd readable: a wake-up may be spurious
+	 *    (at most one per change), never missed;
+	 *  - it is readable once right after this call (a change reported
+	 *    before it is not lost either).
+	 * The fd stays the source's; calling again returns the same one.
+	 * @return the fd; ENOTSUP (with the reason) if this source cannot.
+	 * Thread safety: any thread; called with the consumer's lock held.
+	 */
+	virtual Result<int> enable_wakeup()
+	{
+		return make_error(ENOTSUP, std::string(name()) + " source: no pollable fd");
+	}
+
 	/** The process is a fork child: drop the kernel objects without
 	 *  touching them (see Driver::abandon()). A source with process-wide
 	 *  state to fix before anything else runs in the child does that in

@@ -42,6 +42,14 @@
  * or will start (a poll on another thread is waited for). A fork child must
  * not use its parent's watcher: the sources drop themselves in the child.
  *
+ * Sleeping instead of polling: mrsync_watcher_fd() gives one fd, whatever the
+ * sources, that polls readable when a poll would have something to deliver
+ * (each source signals it where it reports: the module's notifier, the
+ * userfaultfd monitor thread, mrsync_watcher_notify_unmap(), DPDK's memory
+ * callback). Put it in epoll/poll/select or an io_uring poll, and call
+ * mrsync_watcher_poll() when it is readable; docs/integration.md has an epoll
+ * loop.
+ *
  * Errors as in mrsync.h: 0 or a count on success, a negative errno on
  * failure, mrsync_last_error() names the argument.
  */
@@ -131,6 +139,36 @@ int mrsync_watcher_poll(struct mrsync_watcher *watcher);
  * @return 0, -EINVAL (bad range), -ENOTSUP (no manual source).
  */
 int mrsync_watcher_notify_unmap(struct mrsync_watcher *watcher, const void *addr, size_t len);
+
+/**
+ * A file descriptor that polls readable (POLLIN) when mrsync_watcher_poll()
+ * may have something to deliver: an epoll set over the sources' own fds,
+ * level-triggered.
+ *  - Never missed: a change reported after a poll began draining leaves the
+ *    fd readable, so sleeping until it is readable and then polling misses
+ *    no change, on any thread.
+ *  - May be spurious: readable once right after this call, after a change
+ *    the last poll already delivered, or after one outside every
+ *    subscription (userfaultfd watches whole mappings); the poll then
+ *    returns 0. It is cleared by mrsync_watcher_poll(), nothing else: do not
+ *    read from it.
+ *  - From the first call on, every mrsync_watcher_poll() drains the sources
+ *    (one read() per user-space source) instead of returning after one load
+ *    per source when nothing moved.
+ *  - userfaultfd: a subscription whose memory was unmapped is watched again
+ *    by the first poll that finds it mapped (above); memory mapped anew there
+ *    makes the fd readable only once it changes after that poll. A program
+ *    that maps over such a range itself polls after mapping.
+ * The fd belongs to the watcher: do not close it; mrsync_watcher_destroy()
+ * does (remove it from your epoll set first). The same fd on every call.
+ * @param watcher the watcher.
+ * @param fd      receives the descriptor.
+ * @return 0; -EINVAL (watcher or fd NULL); -ENOTSUP (a source cannot signal
+ *         one, e.g. a kernel module older than ABI 1.2: the message names
+ *         it); -EMFILE, -ENOMEM.
+ * Thread safety: any thread; waits for nothing but the watcher's lock.
+ */
+int mrsync_watcher_fd(struct mrsync_watcher *watcher, int *fd);
 
 #pragma GCC visibility pop
 #ifdef __cplusplus

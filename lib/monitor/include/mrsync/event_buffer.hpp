@@ -31,6 +31,11 @@
  *  - drain() copies into the caller's vector (which may allocate, and through
  *    free() even madvise or munmap heap memory) *outside* that lock; only a
  *    second lock, which producers never take, is held then.
+ *
+ * Wake-ups (enable_wakeup(), for a consumer that sleeps in poll/epoll): a
+ * producer writes an eventfd after its bump, outside mu_ (one non-blocking
+ * write, no allocation); drain() reads it before it takes the ranges.
+ * Without enable_wakeup() no producer makes a system call.
  */
 #ifndef MRSYNC_EVENT_BUFFER_HPP
 #define MRSYNC_EVENT_BUFFER_HPP
@@ -40,6 +45,8 @@
 #include <mutex>
 #include <span>
 #include <vector>
+
+#include <unistd.h>
 
 #include <mrsync/source.hpp>
 
@@ -67,6 +74,12 @@ public:
 	 * Thread safety: construct before sharing.
 	 */
 	explicit EventBuffer(std::uint32_t entries = 0);
+	/** Closes the wake-up eventfd. Thread safety: no producer may run. */
+	~EventBuffer()
+	{
+		if (const int fd = wake_fd_.load(std::memory_order_relaxed); fd >= 0)
+			::close(fd);
+	}
 	EventBuffer(const EventBuffer &) = delete;
 	EventBuffer &operator=(const EventBuffer &) = delete;
 
@@ -124,6 +137,16 @@ public:
 	 */
 	bool drain(std::vector<Range> &out);
 
+	/**
+	 * From now on every append (and non-empty publish) also signals an
+	 * eventfd, which drain() clears before it takes the ranges; readable
+	 * once right away (see EventSource::enable_wakeup()).
+	 * @return the eventfd (the buffer's; the same one on every call), or
+	 *         the errno of eventfd(2) with its text.
+	 * Thread safety: any thread; producers may be running.
+	 */
+	Result<int> enable_wakeup();
+
 	/** @return the counters. Thread safety: any thread; takes the buffer lock. */
 	Stats stats() const noexcept;
 
@@ -133,6 +156,7 @@ public:
 private:
 	void push_locked(std::span<const Range> changed) noexcept;
 	void bump() noexcept;
+	void wake() noexcept;
 
 	/* Written by producers, read by every hit path: nothing else may share
 	 * its cache line, hence the alignment of the members around it. */
@@ -153,6 +177,10 @@ private:
 	std::mutex drain_mu_;
 	std::vector<Range> spare_;
 	std::uint32_t capacity_;
+
+	/* The eventfd of enable_wakeup(), -1 until then; set once. */
+	std::atomic<int> wake_fd_{-1};
+	std::mutex wake_mu_; /* serialises enable_wakeup(); producers never take it */
 };
 
 /**
@@ -167,6 +195,12 @@ public:
 
 	/** See EventBuffer::drain(). Thread safety: any thread. */
 	bool drain(std::vector<Range> &out) final { return events_.drain(out); }
+
+	/** The buffer's eventfd (EventBuffer::enable_wakeup()): signalled where
+	 *  the source produces (the userfaultfd monitor thread, the manual
+	 *  source's notify(), DPDK's memory-event callback).
+	 *  Thread safety: any thread. */
+	Result<int> enable_wakeup() final { return events_.enable_wakeup(); }
 
 	/** The buffer this source produces into. Thread safety: any thread. */
 	EventBuffer &events() noexcept { return events_; }
