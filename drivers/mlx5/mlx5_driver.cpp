@@ -160,8 +160,8 @@ Status Mlx5Driver::check_translation(const Reg &reg, std::span<const Extent> tra
 /* Window w's KLMs: each extent piece is a sub-range of its chunk MR (the
  * splice), a hole names the poison key; neighbours in one MR, or two holes,
  * merge into one entry. */
-Result<std::vector<Klm>> Mlx5Driver::window_list(const Reg &reg, std::size_t w,
-						 std::span<const Extent> translation) const
+std::vector<Klm> Mlx5Driver::window_klms(const Reg &reg, std::size_t w,
+					  std::span<const Extent> translation) const
 {
 	const std::uint64_t ws = w * reg.window, we = std::min(reg.len, ws + reg.window);
 	std::vector<Klm> list;
@@ -182,11 +182,43 @@ Result<std::vector<Klm>> Mlx5Driver::window_list(const Reg &reg, std::size_t w,
 		}
 		list.push_back(k);
 	}
+	return list;
+}
+
+/* window_klms(), refused when one UMR cannot hold it. */
+Result<std::vector<Klm>> Mlx5Driver::window_list(const Reg &reg, std::size_t w,
+						 std::span<const Extent> translation) const
+{
+	std::vector<Klm> list = window_klms(reg, w, translation);
 	if (list.size() > dev_caps_.umr_max_klms)
 		return make_error(ENOSPC, fmt("mlx5: window %zu of the registration at %#" PRIx64 " needs "
 					      "%zu KLMs, one UMR holds %u: compaction is due",
 					      w, reg.va, list.size(), dev_caps_.umr_max_klms));
 	return list;
+}
+
+std::uint32_t Mlx5Driver::pressure_klms() const noexcept
+{
+	/* 40 of 52 by default: a resync that splits a chunk around isolated
+	 * pages adds two entries per page, so the rest is headroom for a map
+	 * whose runs could not be re-pinned (holes, memlock). */
+	const std::uint32_t dflt = std::max(1u, dev_caps_.umr_max_klms * 10 / 13);
+	return options_.pressure_klms ? std::min(options_.pressure_klms, dev_caps_.umr_max_klms)
+				      : dflt;
+}
+
+std::vector<Range> Mlx5Driver::crowded(Keys keys, std::span<const Extent> translation) const
+{
+	auto it = regs_.find(keys.lkey);
+	if (options_.test_no_pressure || it == regs_.end() ||
+	    !check_translation(it->second, translation))
+		return {};
+	const Reg &reg = it->second;
+	std::vector<Range> windows;
+	for (std::size_t w = 0; w < reg.children.size(); ++w)
+		if (window_klms(reg, w, translation).size() >= pressure_klms())
+			windows.push_back({w * reg.window, std::min(reg.len, (w + 1) * reg.window)});
+	return windows;
 }
 
 Result<std::uint32_t> Mlx5Driver::take_key()
@@ -375,12 +407,12 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 	Reg &reg = it->second;
 	if (auto st = check_translation(reg, translation); !st)
 		return std::move(st).error();
-	/* Every list first, so that a window over capacity changes nothing. */
+	/* Every list first, so that a window over capacity changes no entry. */
 	std::vector<std::pair<std::size_t, std::vector<Klm>>> changed;
 	for (std::size_t w = 0; w < reg.children.size(); ++w) {
 		auto list = window_list(reg, w, translation);
 		if (!list)
-			return std::move(list).error();
+			return revoke(keys.lkey, std::move(list).error());
 		if (*list != reg.lists[w])
 			changed.emplace_back(w, std::move(*list));
 	}
@@ -405,6 +437,24 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 		if (auto st = wait_outstanding(); !st)
 			return std::move(st).error();
 	return keys;
+}
+
+/* A map that cannot fit (entry pressure nobody relieved): the core retires
+ * the registration, but until it is reclaimed the key would still name the
+ * old entries -- pages a resync is replacing -- so a peer's write through it
+ * would land there and be lost. Make the parent free instead (same number,
+ * every access refused); destroy() parks it later. */
+Error Mlx5Driver::revoke(std::uint32_t parent, Error why)
+{
+	if (options_.test_no_revoke)
+		return why;
+	MRSYNC_LOG(warning, "mlx5", "%s; revoking key %#x", why.message.c_str(), parent);
+	Status st = post_invalidate(parent);
+	if (st)
+		st = wait_outstanding();
+	if (!st)
+		MRSYNC_LOG(error, "mlx5", "revoking key %#x: %s", parent, st.error().message.c_str());
+	return why;
 }
 
 void Mlx5Driver::destroy(Keys keys) noexcept

@@ -224,5 +224,86 @@ TEST_F(DriverTest, AnUnmappedRegistrationRefusesDma)
 	EXPECT_TRUE(model().violations().empty());
 }
 
+/* Page-granular churn inside one window (issue 12): the 1 MiB registration
+ * is one window; every other page is replaced, one at a time, each followed
+ * by a lookup and a peer's RDMA WRITE across it through the rkey the peer got
+ * at the start. Each replaced page splits its chunk (two KLMs more), so 60
+ * pages would need 121 KLMs where one UMR holds 52. */
+struct Churn {
+	std::size_t landed = 0, refused = 0, lost = 0;
+	bool key_moved = false;
+};
+
+Churn churn_one_window(DriverTest &t, std::size_t pages)
+{
+	const Keys k = t.keys();
+	Churn c;
+	for (std::size_t i = 0; i < pages; ++i) {
+		const std::size_t page = 1 + 2 * i;
+		t.change(page);
+		c.key_moved |= t.keys() != k;
+		const auto data = pattern(3 * kPage, unsigned(i)); /* page - 1 .. page + 1 */
+		if (t.write(k.rkey, page - 1, 0, data) != kWcSuccess)
+			++c.refused;
+		else if (same({t.buf.at(page - 1), data.size()}, data))
+			++c.landed;
+		else
+			++c.lost;
+	}
+	/* Finally all of it, through the same rkey. */
+	const auto all = pattern(kPages * kPage, 77);
+	if (t.write(k.rkey, 0, 0, all) != kWcSuccess)
+		++c.refused;
+	else if (!same({t.buf.at(0), all.size()}, all))
+		++c.lost;
+	std::printf("churn of %zu pages in one window: %zu writes landed, %zu refused, %zu lost; "
+		    "the key %s; %llu compactions\n", pages, c.landed, c.refused, c.lost,
+		    c.key_moved ? "changed" : "stayed",
+		    (unsigned long long)t.ctx->stats().compactions);
+	return c;
+}
+
+TEST_F(DriverTest, PageChurnInOneWindowIsCoalescedAndTheKeysStay)
+{
+	arg.driver.min_window = kPages * kPage;
+	open();
+	const Churn c = churn_one_window(*this, 60);
+	EXPECT_EQ(c.landed, 60u);
+	EXPECT_EQ(c.refused, 0u);
+	EXPECT_EQ(c.lost, 0u);
+	EXPECT_FALSE(c.key_moved);
+	EXPECT_EQ(ctx->stats().key_changes, 0u);
+	EXPECT_GT(ctx->stats().compactions, 0u) << "the window never came under pressure";
+	EXPECT_TRUE(model().violations().empty()) << model().violations()[0];
+}
+
+/* Negative control: the driver reports no pressure. The window runs out of
+ * KLMs, map() fails with ENOSPC, the core retires the registration: a new
+ * key, and the peer's writes through the old one are refused -- never lost:
+ * the driver revokes a key whose map could not fit. */
+TEST_F(DriverTest, NegativeControlWithoutPressureTheChurnChangesTheKey)
+{
+	arg.driver.min_window = kPages * kPage;
+	arg.driver.test_no_pressure = true;
+	open();
+	const Churn c = churn_one_window(*this, 60);
+	EXPECT_TRUE(c.key_moved);
+	EXPECT_GT(c.refused, 0u);
+	EXPECT_EQ(c.lost, 0u);
+	EXPECT_TRUE(model().violations().empty()) << model().violations()[0];
+}
+
+/* Negative control of that revoke: without it the retired key keeps naming
+ * the replaced pages until the core reclaims it, and writes land there. */
+TEST_F(DriverTest, NegativeControlWithoutTheRevokeAKeyThatCannotMapLosesWrites)
+{
+	arg.driver.min_window = kPages * kPage;
+	arg.driver.test_no_pressure = true;
+	arg.driver.test_no_revoke = true;
+	open();
+	const Churn c = churn_one_window(*this, 60);
+	EXPECT_GT(c.lost, 0u) << "the test cannot see a write through a stale key";
+}
+
 } // namespace
 } // namespace mrsync::mlx5::test
