@@ -88,7 +88,7 @@ DriverCaps Mlx5Driver::caps() const noexcept
 			  .max_backing_bytes = kMaxChunk,
 			  .max_backings = kMaxBackings,
 			  .keys_survive_map = true,
-			  .holes_ok = true};
+			  .holes_ok = options_.poison_refused};
 }
 
 std::uint64_t Mlx5Driver::window_for(std::uint64_t len) const noexcept
@@ -155,6 +155,15 @@ Status Mlx5Driver::check_translation(const Reg &reg, std::span<const Extent> tra
 		return make_error(EINVAL, fmt("mlx5 translation covers %#" PRIx64 " of %#" PRIx64 " bytes",
 					      expect, reg.len));
 	return {};
+}
+
+/* Whether the fallback of a device that does not refuse DMA through the
+ * poison key must keep this translation's key free: it has a hole. */
+bool Mlx5Driver::must_revoke(std::span<const Extent> translation) const noexcept
+{
+	return !options_.poison_refused &&
+	       std::any_of(translation.begin(), translation.end(),
+			   [](const Extent &e) { return e.backing == kNoBacking; });
 }
 
 /* Window w's KLMs: each extent piece is a sub-range of its chunk MR (the
@@ -385,7 +394,10 @@ Result<Keys> Mlx5Driver::create(std::uint64_t va, std::uint64_t len, std::uint32
 		const std::uint64_t wlen = std::min(reg.window, len - w * reg.window);
 		st = post_list(*child, 0, wlen, access, reg.lists[w]);
 	}
-	if (st)
+	/* Without poison refusal a key with a hole stays free (keys are free
+	 * when created or parked); map() configures it once the holes are filled. */
+	reg.parent_free = must_revoke(translation);
+	if (st && !reg.parent_free)
 		st = post_parent(*parent, reg);
 	if (st)
 		st = wait_outstanding();
@@ -416,9 +428,14 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 		if (*list != reg.lists[w])
 			changed.emplace_back(w, std::move(*list));
 	}
-	if (options_.test_revoke_on_map && !changed.empty())
+	/* The fallback: a hole appears, the key goes free before the child
+	 * UMR points at the poison key (WQEs of the UMR QP run in order). */
+	const bool hole = must_revoke(translation);
+	if (!changed.empty() && !reg.parent_free && (hole || options_.test_revoke_on_map)) {
 		if (auto st = post_invalidate(keys.lkey); !st)
 			return std::move(st).error();
+		reg.parent_free = true;
+	}
 	/* Only the windows that changed: one child UMR each, the parent and
 	 * the other children untouched. The fence waits for them. */
 	for (auto &[w, list] : changed) {
@@ -427,9 +444,13 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 		if (auto st = post_list(reg.children[w], 0, wlen, reg.access, std::move(list)); !st)
 			return std::move(st).error();
 	}
-	if (options_.test_revoke_on_map && !changed.empty())
+	/* The children first, then the parent: configured again only when
+	 * the list it names has no hole left. */
+	if (reg.parent_free && !hole) {
 		if (auto st = post_parent(keys.lkey, reg); !st)
 			return std::move(st).error();
+		reg.parent_free = false;
+	}
 	/* Wait here too: a lookup that filled holes hands the key out right
 	 * after map() with no fence, and DMA posted then must see the new
 	 * entries. The UMRs still take effect under DMA in flight. */

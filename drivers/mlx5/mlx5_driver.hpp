@@ -11,7 +11,9 @@
  *    small MR between two pieces of the old chunk;
  *  - holes (kNoBacking) point at a never-configured indirect key: DMA there
  *    fails (MLX5.md §5(b)4: a free-key leaf fails; hardware check pending),
- *    never a null MR, which would discard it;
+ *    never a null MR, which would discard it; on hardware that does not
+ *    refuse there (DriverOptions::poison_refused = false) the whole parent
+ *    key is free while its registration has a hole (caps().holes_ok = false);
  *  - the fence polls the UMR completions with a bounded wait; an error CQE is
  *    recovered as the kernel does (drain, reset the QP to RTS, re-post the full
  *    intended list of every failed or flushed key); replaced chunks stay
@@ -57,6 +59,12 @@ struct DriverOptions {
 	 *  reported crowded (Driver::crowded), so the core coalesces it before
 	 *  the map. 0: 10/13 of a UMR's capacity (40 of 52). */
 	std::uint32_t pressure_klms = 0;
+	/** What the hardware does with a KLM naming a free key (test/hw/mlx5's
+	 *  "poison refusal"). false: holes cannot refuse by themselves, so the
+	 *  driver runs with caps().holes_ok = false and makes the whole parent
+	 *  key free while its registration has a hole (same number, all DMA
+	 *  refused), re-enabled by a full configure once every hole is filled. */
+	bool poison_refused = true;
 	/** TEST ONLY: report no pressure (the churn test's negative control:
 	 *  a window past 52 KLMs makes map() fail and the core retire the key). */
 	bool test_no_pressure = false;
@@ -105,6 +113,7 @@ private:
 		std::uint32_t access = 0;
 		std::vector<std::uint32_t> children;
 		std::vector<std::vector<Klm>> lists; /**< each child's intended list */
+		bool parent_free = false; /**< made free for a hole (!poison_refused) */
 	};
 	/** A posted UMR, kept until its completion so that it can be re-posted. */
 	struct Posted {
@@ -119,6 +128,7 @@ private:
 	Result<std::vector<Klm>> window_list(const Reg &reg, std::size_t w,
 					     std::span<const Extent> translation) const;
 	std::uint32_t pressure_klms() const noexcept;
+	bool must_revoke(std::span<const Extent> translation) const noexcept;
 	Status check_translation(const Reg &reg, std::span<const Extent> translation) const;
 	Result<std::uint32_t> take_key();
 	Status post(UmrSpec spec, std::vector<Klm> klms);

@@ -305,5 +305,66 @@ TEST_F(DriverTest, NegativeControlWithoutTheRevokeAKeyThatCannotMapLosesWrites)
 	EXPECT_GT(c.lost, 0u) << "the test cannot see a write through a stale key";
 }
 
+/* The holes_ok = false fallback, for hardware that does not refuse DMA
+ * through a free key behind a KLM (model: poison_refused = false). A page is
+ * replaced and resynced, and before any lookup re-pins it a peer writes
+ * through the rkey, across the hole; then the lookup, and the write again. */
+struct Hole {
+	int through_hole = -1, untouched = -1, after_lookup = -1;
+	bool landed = false, lost = false, key_moved = false;
+};
+
+Hole write_through_a_hole(DriverTest &t)
+{
+	const Keys k = t.keys();
+	Hole h;
+	t.change(50);
+	EXPECT_TRUE(t.ctx->resync());
+	const auto data = pattern(3 * kPage, 5); /* pages 49 .. 51, 50 the hole */
+	h.through_hole = t.write(k.rkey, 49, 0, data);
+	h.lost = h.through_hole == kWcSuccess && !same({t.buf.at(49), data.size()}, data);
+	h.untouched = t.write(k.rkey, 200, 0, pattern(kPage, 6));
+	h.key_moved = t.keys() != k; /* re-pins the hole */
+	const auto again = pattern(3 * kPage, 7);
+	h.after_lookup = t.write(k.rkey, 49, 0, again);
+	h.landed = h.after_lookup == kWcSuccess && same({t.buf.at(49), again.size()}, again);
+	std::printf("write across a hole: %s; to an untouched page meanwhile: %s; after the "
+		    "lookup: %s; the key %s\n",
+		    h.through_hole != kWcSuccess ? "refused" : h.lost ? "LOST" : "landed",
+		    h.untouched == kWcSuccess ? "landed" : "refused", h.landed ? "landed" : "not landed",
+		    h.key_moved ? "changed" : "stayed");
+	return h;
+}
+
+TEST_F(DriverTest, WithoutPoisonRefusalAKeyWithAHoleIsFreeUntilTheLookup)
+{
+	arg.model.poison_refused = false;
+	arg.driver.poison_refused = false;
+	open();
+	EXPECT_FALSE(driver().caps().holes_ok);
+	const Hole h = write_through_a_hole(*this);
+	EXPECT_EQ(h.through_hole, kWcRemAccessErr);
+	EXPECT_EQ(h.untouched, kWcRemAccessErr); /* the price: the whole key refuses */
+	EXPECT_FALSE(h.lost);
+	EXPECT_TRUE(h.landed);
+	EXPECT_FALSE(h.key_moved);
+	EXPECT_EQ(ctx->stats().key_changes, 0u);
+	EXPECT_EQ(model().stats().bytes_discarded, 0u);
+	EXPECT_TRUE(model().violations().empty()) << model().violations()[0];
+}
+
+/* Negative control: the driver trusts the poison key on hardware that
+ * discards through it: the write across the hole succeeds, and its page's
+ * bytes are gone. */
+TEST_F(DriverTest, NegativeControlTrustingThePoisonKeyLosesTheWriteThroughTheHole)
+{
+	arg.model.poison_refused = false;
+	open();
+	const Hole h = write_through_a_hole(*this);
+	EXPECT_EQ(h.through_hole, kWcSuccess);
+	EXPECT_TRUE(h.lost);
+	EXPECT_GT(model().stats().bytes_discarded, 0u);
+}
+
 } // namespace
 } // namespace mrsync::mlx5::test
