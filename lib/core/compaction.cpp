@@ -26,6 +26,9 @@ struct Run {
 	Range range;
 	std::size_t backings;
 	bool stale;
+	/* Where its first extent ends and its last one starts: the run
+	 * without them is the fragmented middle. */
+	std::uint64_t first_end, last_start;
 };
 
 /* The runs of valid entries of `extents` inside `clip`, as offsets. */
@@ -42,8 +45,9 @@ std::vector<Run> valid_runs(std::span<const Extent> extents, Range clip, const B
 			runs.back().range.end = to;
 			++runs.back().backings;
 			runs.back().stale |= stale;
+			runs.back().last_start = from;
 		} else {
-			runs.push_back({{from, to}, 1, stale});
+			runs.push_back({{from, to}, 1, stale, to, from});
 		}
 	}
 	return runs;
@@ -105,11 +109,16 @@ void Update::relieve_crowding(Region &r)
 	if (crowded.empty())
 		return;
 	const std::uint64_t base = r.begin_va();
+	/* Four or more backings: only the middle, leaving its two ends as they
+	 * are (three entries where there were many), so a long run is not
+	 * pinned twice over until the fence; fewer: the whole run, one entry. */
 	std::vector<Range> worth;
 	for (const Range &c : crowded)
 		for (const Run &run : valid_runs(r.translation->extents_in(c.start, c.end - c.start),
 						 c, *ctx_.backings_))
-			if (run.backings > 1)
+			if (run.backings > 3)
+				worth.push_back({run.first_end, run.last_start});
+			else if (run.backings > 1)
 				worth.push_back(run.range);
 	std::size_t relieved = 0;
 	for (const Range &run : worth) {
