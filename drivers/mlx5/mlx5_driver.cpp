@@ -88,7 +88,7 @@ DriverCaps Mlx5Driver::caps() const noexcept
 			  .max_backing_bytes = kMaxChunk,
 			  .max_backings = kMaxBackings,
 			  .keys_survive_map = true,
-			  .holes_ok = true};
+			  .holes_ok = options_.poison_refused};
 }
 
 std::uint64_t Mlx5Driver::window_for(std::uint64_t len) const noexcept
@@ -157,11 +157,20 @@ Status Mlx5Driver::check_translation(const Reg &reg, std::span<const Extent> tra
 	return {};
 }
 
+/* Whether the fallback of a device that does not refuse DMA through the
+ * poison key must keep this translation's key free: it has a hole. */
+bool Mlx5Driver::must_revoke(std::span<const Extent> translation) const noexcept
+{
+	return !options_.poison_refused &&
+	       std::any_of(translation.begin(), translation.end(),
+			   [](const Extent &e) { return e.backing == kNoBacking; });
+}
+
 /* Window w's KLMs: each extent piece is a sub-range of its chunk MR (the
  * splice), a hole names the poison key; neighbours in one MR, or two holes,
  * merge into one entry. */
-Result<std::vector<Klm>> Mlx5Driver::window_list(const Reg &reg, std::size_t w,
-						 std::span<const Extent> translation) const
+std::vector<Klm> Mlx5Driver::window_klms(const Reg &reg, std::size_t w,
+					  std::span<const Extent> translation) const
 {
 	const std::uint64_t ws = w * reg.window, we = std::min(reg.len, ws + reg.window);
 	std::vector<Klm> list;
@@ -182,11 +191,43 @@ Result<std::vector<Klm>> Mlx5Driver::window_list(const Reg &reg, std::size_t w,
 		}
 		list.push_back(k);
 	}
+	return list;
+}
+
+/* window_klms(), refused when one UMR cannot hold it. */
+Result<std::vector<Klm>> Mlx5Driver::window_list(const Reg &reg, std::size_t w,
+						 std::span<const Extent> translation) const
+{
+	std::vector<Klm> list = window_klms(reg, w, translation);
 	if (list.size() > dev_caps_.umr_max_klms)
 		return make_error(ENOSPC, fmt("mlx5: window %zu of the registration at %#" PRIx64 " needs "
 					      "%zu KLMs, one UMR holds %u: compaction is due",
 					      w, reg.va, list.size(), dev_caps_.umr_max_klms));
 	return list;
+}
+
+std::uint32_t Mlx5Driver::pressure_klms() const noexcept
+{
+	/* 40 of 52 by default: a resync that splits a chunk around isolated
+	 * pages adds two entries per page, so the rest is headroom for a map
+	 * whose runs could not be re-pinned (holes, memlock). */
+	const std::uint32_t dflt = std::max(1u, dev_caps_.umr_max_klms * 10 / 13);
+	return options_.pressure_klms ? std::min(options_.pressure_klms, dev_caps_.umr_max_klms)
+				      : dflt;
+}
+
+std::vector<Range> Mlx5Driver::crowded(Keys keys, std::span<const Extent> translation) const
+{
+	auto it = regs_.find(keys.lkey);
+	if (options_.test_no_pressure || it == regs_.end() ||
+	    !check_translation(it->second, translation))
+		return {};
+	const Reg &reg = it->second;
+	std::vector<Range> windows;
+	for (std::size_t w = 0; w < reg.children.size(); ++w)
+		if (window_klms(reg, w, translation).size() >= pressure_klms())
+			windows.push_back({w * reg.window, std::min(reg.len, (w + 1) * reg.window)});
+	return windows;
 }
 
 Result<std::uint32_t> Mlx5Driver::take_key()
@@ -353,7 +394,10 @@ Result<Keys> Mlx5Driver::create(std::uint64_t va, std::uint64_t len, std::uint32
 		const std::uint64_t wlen = std::min(reg.window, len - w * reg.window);
 		st = post_list(*child, 0, wlen, access, reg.lists[w]);
 	}
-	if (st)
+	/* Without poison refusal a key with a hole stays free (keys are free
+	 * when created or parked); map() configures it once the holes are filled. */
+	reg.parent_free = must_revoke(translation);
+	if (st && !reg.parent_free)
 		st = post_parent(*parent, reg);
 	if (st)
 		st = wait_outstanding();
@@ -375,18 +419,23 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 	Reg &reg = it->second;
 	if (auto st = check_translation(reg, translation); !st)
 		return std::move(st).error();
-	/* Every list first, so that a window over capacity changes nothing. */
+	/* Every list first, so that a window over capacity changes no entry. */
 	std::vector<std::pair<std::size_t, std::vector<Klm>>> changed;
 	for (std::size_t w = 0; w < reg.children.size(); ++w) {
 		auto list = window_list(reg, w, translation);
 		if (!list)
-			return std::move(list).error();
+			return revoke(keys.lkey, std::move(list).error());
 		if (*list != reg.lists[w])
 			changed.emplace_back(w, std::move(*list));
 	}
-	if (options_.test_revoke_on_map && !changed.empty())
+	/* The fallback: a hole appears, the key goes free before the child
+	 * UMR points at the poison key (WQEs of the UMR QP run in order). */
+	const bool hole = must_revoke(translation);
+	if (!changed.empty() && !reg.parent_free && (hole || options_.test_revoke_on_map)) {
 		if (auto st = post_invalidate(keys.lkey); !st)
 			return std::move(st).error();
+		reg.parent_free = true;
+	}
 	/* Only the windows that changed: one child UMR each, the parent and
 	 * the other children untouched. The fence waits for them. */
 	for (auto &[w, list] : changed) {
@@ -395,9 +444,13 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 		if (auto st = post_list(reg.children[w], 0, wlen, reg.access, std::move(list)); !st)
 			return std::move(st).error();
 	}
-	if (options_.test_revoke_on_map && !changed.empty())
+	/* The children first, then the parent: configured again only when
+	 * the list it names has no hole left. */
+	if (reg.parent_free && !hole) {
 		if (auto st = post_parent(keys.lkey, reg); !st)
 			return std::move(st).error();
+		reg.parent_free = false;
+	}
 	/* Wait here too: a lookup that filled holes hands the key out right
 	 * after map() with no fence, and DMA posted then must see the new
 	 * entries. The UMRs still take effect under DMA in flight. */
@@ -405,6 +458,24 @@ Result<Keys> Mlx5Driver::map(Keys keys, std::span<const Extent> translation)
 		if (auto st = wait_outstanding(); !st)
 			return std::move(st).error();
 	return keys;
+}
+
+/* A map that cannot fit (entry pressure nobody relieved): the core retires
+ * the registration, but until it is reclaimed the key would still name the
+ * old entries -- pages a resync is replacing -- so a peer's write through it
+ * would land there and be lost. Make the parent free instead (same number,
+ * every access refused); destroy() parks it later. */
+Error Mlx5Driver::revoke(std::uint32_t parent, Error why)
+{
+	if (options_.test_no_revoke)
+		return why;
+	MRSYNC_LOG(warning, "mlx5", "%s; revoking key %#x", why.message.c_str(), parent);
+	Status st = post_invalidate(parent);
+	if (st)
+		st = wait_outstanding();
+	if (!st)
+		MRSYNC_LOG(error, "mlx5", "revoking key %#x: %s", parent, st.error().message.c_str());
+	return why;
 }
 
 void Mlx5Driver::destroy(Keys keys) noexcept

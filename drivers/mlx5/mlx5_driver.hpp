@@ -11,11 +11,16 @@
  *    small MR between two pieces of the old chunk;
  *  - holes (kNoBacking) point at a never-configured indirect key: DMA there
  *    fails (MLX5.md §5(b)4: a free-key leaf fails; hardware check pending),
- *    never a null MR, which would discard it;
+ *    never a null MR, which would discard it; on hardware that does not
+ *    refuse there (DriverOptions::poison_refused = false) the whole parent
+ *    key is free while its registration has a hole (caps().holes_ok = false);
  *  - the fence polls the UMR completions with a bounded wait; an error CQE is
  *    recovered as the kernel does (drain, reset the QP to RTS, re-post the full
  *    intended list of every failed or flushed key); replaced chunks stay
  *    registered until the core unpins them after a successful fence;
+ *  - entry pressure: a window whose list would reach 40 of 52 KLMs is
+ *    reported crowded (Driver::crowded), and the core re-pins its runs as
+ *    single chunks in the same update, so map() fits and the keys stay;
  *  - keys are pooled: destroy() makes them free by UMR and parks them in a
  *    quarantine FIFO before reuse.
  * Thread safety: the core serialises the driver operations (context lock);
@@ -50,6 +55,22 @@ struct DriverOptions {
 	/** map() revokes the whole key first, as ibv_rereg_mr does on mlx5: DMA
 	 *  to untouched pages is refused meanwhile (the in-flight test's control). */
 	bool test_revoke_on_map = false;
+	/** Entry pressure: a window whose list would reach this many KLMs is
+	 *  reported crowded (Driver::crowded), so the core coalesces it before
+	 *  the map. 0: 10/13 of a UMR's capacity (40 of 52). */
+	std::uint32_t pressure_klms = 0;
+	/** What the hardware does with a KLM naming a free key (test/hw/mlx5's
+	 *  "poison refusal"). false: holes cannot refuse by themselves, so the
+	 *  driver runs with caps().holes_ok = false and makes the whole parent
+	 *  key free while its registration has a hole (same number, all DMA
+	 *  refused), re-enabled by a full configure once every hole is filled. */
+	bool poison_refused = true;
+	/** TEST ONLY: report no pressure (the churn test's negative control:
+	 *  a window past 52 KLMs makes map() fail and the core retire the key). */
+	bool test_no_pressure = false;
+	/** TEST ONLY: a map that cannot fit leaves the key naming the old
+	 *  entries (the revoke's negative control: writes through it are lost). */
+	bool test_no_revoke = false;
 };
 
 struct DriverStats {
@@ -75,6 +96,8 @@ public:
 	Result<Keys> create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
 			    std::span<const Extent> translation) override;
 	Result<Keys> map(Keys keys, std::span<const Extent> translation) override;
+	/** The windows whose lists would reach pressure_klms(). */
+	std::vector<Range> crowded(Keys keys, std::span<const Extent> translation) const override;
 	void destroy(Keys keys) noexcept override;
 	Status fence() override;
 	void abandon() noexcept override;
@@ -90,6 +113,7 @@ private:
 		std::uint32_t access = 0;
 		std::vector<std::uint32_t> children;
 		std::vector<std::vector<Klm>> lists; /**< each child's intended list */
+		bool parent_free = false; /**< made free for a hole (!poison_refused) */
 	};
 	/** A posted UMR, kept until its completion so that it can be re-posted. */
 	struct Posted {
@@ -99,8 +123,12 @@ private:
 
 	Mlx5Driver(std::unique_ptr<Device> device, const DeviceCaps &caps,
 		   const DriverOptions &options) noexcept;
+	std::vector<Klm> window_klms(const Reg &reg, std::size_t w,
+				     std::span<const Extent> translation) const;
 	Result<std::vector<Klm>> window_list(const Reg &reg, std::size_t w,
 					     std::span<const Extent> translation) const;
+	std::uint32_t pressure_klms() const noexcept;
+	bool must_revoke(std::span<const Extent> translation) const noexcept;
 	Status check_translation(const Reg &reg, std::span<const Extent> translation) const;
 	Result<std::uint32_t> take_key();
 	Status post(UmrSpec spec, std::vector<Klm> klms);
@@ -109,6 +137,7 @@ private:
 	Status post_invalidate(std::uint32_t key);
 	Status post_parent(std::uint32_t key, const Reg &reg);
 	Status wait_outstanding();
+	Error revoke(std::uint32_t parent, Error why);
 	Status recover(std::vector<std::uint64_t> failed);
 
 	std::unique_ptr<Device> device_;

@@ -102,6 +102,7 @@ void Update::change(Region &r, std::uint64_t offset, std::uint64_t len,
 Status Update::commit(Region &r, std::span<const Extent> published)
 {
 	const Keys old_keys = r.current_keys();
+	relieve_crowding(r);
 	/* The driver is told which entries changed, so it can rewrite just
 	 * those (driver.hpp, map_changed); sorted and merged, as it asks. */
 	std::sort(changed_.begin(), changed_.end(),

@@ -92,6 +92,9 @@ private:
 	void change(Region &r, std::uint64_t offset, std::uint64_t len,
 		    std::span<const Extent> extents);
 	Status commit(Region &r, std::span<const Extent> published);
+	/* Before a map: re-pins the runs of several backings inside what the
+	 * driver reports crowded (Driver::crowded; compaction.cpp). */
+	void relieve_crowding(Region &r);
 
 	void report_key_change(const Region &r, Keys old_keys, Keys new_keys);
 

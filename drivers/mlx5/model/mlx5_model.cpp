@@ -489,7 +489,9 @@ int Mlx5Model::Impl::translate(std::uint32_t key, std::uint64_t va, std::uint64_
 	if (!o)
 		return kWcRemAccessErr;
 	const std::uint32_t need = write ? MRSYNC_ACCESS_REMOTE_WRITE : MRSYNC_ACCESS_REMOTE_READ;
-	if (o->kind == Kind::NullMr) {
+	const bool discards = o->kind == Kind::Mkey && o->free && depth > 0 &&
+			      !options.poison_refused;
+	if (o->kind == Kind::NullMr || discards) {
 		out.push_back({nullptr, va, len});
 		return kWcSuccess;
 	}

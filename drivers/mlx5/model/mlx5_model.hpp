@@ -61,6 +61,10 @@ struct ModelOptions {
 	bool leaf_needs_remote_rights = true; /**< a leaf needs the remote right too */
 	bool tear_per_entry = false;          /**< a packet may straddle a UMR between entries */
 	bool umr_validates_leaves = false;    /**< a UMR naming a dead leaf fails */
+	/** A free indirect key behind a KLM (a hole's poison key) refuses the
+	 *  access; false: it discards writes as a null MR does ("poison
+	 *  refusal", the fallback's reason: DriverOptions::poison_refused). */
+	bool poison_refused = true;
 };
 
 /** How an injected UMR failure leaves the key. */

@@ -224,5 +224,147 @@ TEST_F(DriverTest, AnUnmappedRegistrationRefusesDma)
 	EXPECT_TRUE(model().violations().empty());
 }
 
+/* Page-granular churn inside one window (issue 12): the 1 MiB registration
+ * is one window; every other page is replaced, one at a time, each followed
+ * by a lookup and a peer's RDMA WRITE across it through the rkey the peer got
+ * at the start. Each replaced page splits its chunk (two KLMs more), so 60
+ * pages would need 121 KLMs where one UMR holds 52. */
+struct Churn {
+	std::size_t landed = 0, refused = 0, lost = 0;
+	bool key_moved = false;
+};
+
+Churn churn_one_window(DriverTest &t, std::size_t pages)
+{
+	const Keys k = t.keys();
+	Churn c;
+	for (std::size_t i = 0; i < pages; ++i) {
+		const std::size_t page = 1 + 2 * i;
+		t.change(page);
+		c.key_moved |= t.keys() != k;
+		const auto data = pattern(3 * kPage, unsigned(i)); /* page - 1 .. page + 1 */
+		if (t.write(k.rkey, page - 1, 0, data) != kWcSuccess)
+			++c.refused;
+		else if (same({t.buf.at(page - 1), data.size()}, data))
+			++c.landed;
+		else
+			++c.lost;
+	}
+	/* Finally all of it, through the same rkey. */
+	const auto all = pattern(kPages * kPage, 77);
+	if (t.write(k.rkey, 0, 0, all) != kWcSuccess)
+		++c.refused;
+	else if (!same({t.buf.at(0), all.size()}, all))
+		++c.lost;
+	std::printf("churn of %zu pages in one window: %zu writes landed, %zu refused, %zu lost; "
+		    "the key %s; %llu compactions\n", pages, c.landed, c.refused, c.lost,
+		    c.key_moved ? "changed" : "stayed",
+		    (unsigned long long)t.ctx->stats().compactions);
+	return c;
+}
+
+TEST_F(DriverTest, PageChurnInOneWindowIsCoalescedAndTheKeysStay)
+{
+	arg.driver.min_window = kPages * kPage;
+	open();
+	const Churn c = churn_one_window(*this, 60);
+	EXPECT_EQ(c.landed, 60u);
+	EXPECT_EQ(c.refused, 0u);
+	EXPECT_EQ(c.lost, 0u);
+	EXPECT_FALSE(c.key_moved);
+	EXPECT_EQ(ctx->stats().key_changes, 0u);
+	EXPECT_GT(ctx->stats().compactions, 0u) << "the window never came under pressure";
+	EXPECT_TRUE(model().violations().empty()) << model().violations()[0];
+}
+
+/* Negative control: the driver reports no pressure. The window runs out of
+ * KLMs, map() fails with ENOSPC, the core retires the registration: a new
+ * key, and the peer's writes through the old one are refused -- never lost:
+ * the driver revokes a key whose map could not fit. */
+TEST_F(DriverTest, NegativeControlWithoutPressureTheChurnChangesTheKey)
+{
+	arg.driver.min_window = kPages * kPage;
+	arg.driver.test_no_pressure = true;
+	open();
+	const Churn c = churn_one_window(*this, 60);
+	EXPECT_TRUE(c.key_moved);
+	EXPECT_GT(c.refused, 0u);
+	EXPECT_EQ(c.lost, 0u);
+	EXPECT_TRUE(model().violations().empty()) << model().violations()[0];
+}
+
+/* Negative control of that revoke: without it the retired key keeps naming
+ * the replaced pages until the core reclaims it, and writes land there. */
+TEST_F(DriverTest, NegativeControlWithoutTheRevokeAKeyThatCannotMapLosesWrites)
+{
+	arg.driver.min_window = kPages * kPage;
+	arg.driver.test_no_pressure = true;
+	arg.driver.test_no_revoke = true;
+	open();
+	const Churn c = churn_one_window(*this, 60);
+	EXPECT_GT(c.lost, 0u) << "the test cannot see a write through a stale key";
+}
+
+/* The holes_ok = false fallback, for hardware that does not refuse DMA
+ * through a free key behind a KLM (model: poison_refused = false). A page is
+ * replaced and resynced, and before any lookup re-pins it a peer writes
+ * through the rkey, across the hole; then the lookup, and the write again. */
+struct Hole {
+	int through_hole = -1, untouched = -1, after_lookup = -1;
+	bool landed = false, lost = false, key_moved = false;
+};
+
+Hole write_through_a_hole(DriverTest &t)
+{
+	const Keys k = t.keys();
+	Hole h;
+	t.change(50);
+	EXPECT_TRUE(t.ctx->resync());
+	const auto data = pattern(3 * kPage, 5); /* pages 49 .. 51, 50 the hole */
+	h.through_hole = t.write(k.rkey, 49, 0, data);
+	h.lost = h.through_hole == kWcSuccess && !same({t.buf.at(49), data.size()}, data);
+	h.untouched = t.write(k.rkey, 200, 0, pattern(kPage, 6));
+	h.key_moved = t.keys() != k; /* re-pins the hole */
+	const auto again = pattern(3 * kPage, 7);
+	h.after_lookup = t.write(k.rkey, 49, 0, again);
+	h.landed = h.after_lookup == kWcSuccess && same({t.buf.at(49), again.size()}, again);
+	std::printf("write across a hole: %s; to an untouched page meanwhile: %s; after the "
+		    "lookup: %s; the key %s\n",
+		    h.through_hole != kWcSuccess ? "refused" : h.lost ? "LOST" : "landed",
+		    h.untouched == kWcSuccess ? "landed" : "refused", h.landed ? "landed" : "not landed",
+		    h.key_moved ? "changed" : "stayed");
+	return h;
+}
+
+TEST_F(DriverTest, WithoutPoisonRefusalAKeyWithAHoleIsFreeUntilTheLookup)
+{
+	arg.model.poison_refused = false;
+	arg.driver.poison_refused = false;
+	open();
+	EXPECT_FALSE(driver().caps().holes_ok);
+	const Hole h = write_through_a_hole(*this);
+	EXPECT_EQ(h.through_hole, kWcRemAccessErr);
+	EXPECT_EQ(h.untouched, kWcRemAccessErr); /* the price: the whole key refuses */
+	EXPECT_FALSE(h.lost);
+	EXPECT_TRUE(h.landed);
+	EXPECT_FALSE(h.key_moved);
+	EXPECT_EQ(ctx->stats().key_changes, 0u);
+	EXPECT_EQ(model().stats().bytes_discarded, 0u);
+	EXPECT_TRUE(model().violations().empty()) << model().violations()[0];
+}
+
+/* Negative control: the driver trusts the poison key on hardware that
+ * discards through it: the write across the hole succeeds, and its page's
+ * bytes are gone. */
+TEST_F(DriverTest, NegativeControlTrustingThePoisonKeyLosesTheWriteThroughTheHole)
+{
+	arg.model.poison_refused = false;
+	open();
+	const Hole h = write_through_a_hole(*this);
+	EXPECT_EQ(h.through_hole, kWcSuccess);
+	EXPECT_TRUE(h.lost);
+	EXPECT_GT(model().stats().bytes_discarded, 0u);
+}
+
 } // namespace
 } // namespace mrsync::mlx5::test

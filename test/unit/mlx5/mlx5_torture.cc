@@ -6,7 +6,12 @@
  * punches the pages underneath and the driver rewrites child keys by UMR.
  * Passes with 0 lost writes, 0 key changes and no driver bug the model saw.
  *   mlx5-torture [--ops N] [--threads N] [--source auto|uffd|kmod] [--umr-faults N]
- *       (--umr-faults: about one UMR in N fails; the driver must recover)
+ *       [--pressure-klms N] [--no-poison-refusal]
+ *       (--umr-faults: about one UMR in N fails; the driver must recover;
+ *        --pressure-klms: a 4-page window is crowded at N KLMs, so the core
+ *        re-pins runs under the churn, issue 12's entry pressure;
+ *        --no-poison-refusal: the hardware would discard through a hole, so
+ *        the driver keeps a key with a hole free: holes_ok = false)
  *   mlx5-torture --negative-control  (no generation check: passes only if
  *       writes WERE lost)
  * Ends with "1 passed, 0 failed" (or the reverse). */
@@ -30,6 +35,12 @@ int main(int argc, char **argv)
 	unsigned fault_one_in = 0;
 	opts.push_back(cli::number("umr-faults", "fail about one UMR in N (0: none)", fault_one_in, 0,
 				   1u << 30));
+	unsigned pressure = 0;
+	opts.push_back(cli::number("pressure-klms", "report a window crowded at N KLMs (0: the "
+				   "driver's default, 40 of 52)", pressure, 0, 52));
+	bool no_poison_refusal = false;
+	opts.push_back(cli::flag("no-poison-refusal", "the model discards through a hole's poison "
+				 "key, the driver runs its holes_ok=false fallback", no_poison_refusal));
 	for (cli::Option &o : mrsync::workload::negative_control_options(flags))
 		opts.push_back(std::move(o));
 	if (auto rc = cli::parse({"mlx5-torture", "[options]"}, opts, argc, argv))
@@ -39,6 +50,8 @@ int main(int argc, char **argv)
 	 * window can fragment past what one UMR holds. */
 	arg.driver.min_window = 16 * 1024;
 	arg.model.fault_one_in = fault_one_in;
+	arg.driver.pressure_klms = pressure;
+	arg.model.poison_refused = arg.driver.poison_refused = !no_poison_refusal;
 	mrsync_params params = MRSYNC_PARAMS_INIT;
 	params.driver = "mlx5-model";
 	params.driver_arg = &arg;
@@ -72,6 +85,8 @@ int main(int argc, char **argv)
 		    (unsigned long long)stats.umrs_posted, (unsigned long long)stats.umr_klms_posted,
 		    (unsigned long long)stats.umr_errors, (unsigned long long)stats.packets,
 		    (unsigned long long)stats.packets_refused, violations.size());
+	std::printf("mlx5-torture: compactions=%llu (entry pressure at %u KLMs, 0: default)\n",
+		    (unsigned long long)ctx->stats().compactions, pressure);
 	for (std::size_t i = 0; i < violations.size() && i < 5; ++i)
 		std::printf("mlx5-torture: model: %s\n", violations[i].c_str());
 	const bool negative = flags != 0;

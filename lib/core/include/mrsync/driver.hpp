@@ -38,6 +38,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <mrsync/registry.hpp>
 #include <mrsync/result.hpp>
@@ -140,6 +141,27 @@ public:
 	{
 		(void)changed;
 		return map(keys, translation);
+	}
+
+	/**
+	 * Entry pressure (issue 12). A driver whose keys hold a bounded number
+	 * of entries each (mlx5: 52 KLMs per child key) names the parts of a
+	 * registration that `translation` would leave close to that bound, as
+	 * sorted, disjoint [start, end) offset ranges. Before the core maps
+	 * such a translation it re-pins the valid entries of each range as few
+	 * backings as it can (compaction), in the same update, so that the map
+	 * fits and the keys stay; the old backings go after the update's
+	 * fence. Holes cannot be coalesced, so a range may stay crowded: the
+	 * core re-pins only runs of several backings, and the driver should
+	 * report early enough (mlx5: at 40 of 52) that the map still fits.
+	 * The default reports none. Must not change the device.
+	 * Thread safety: called under the context lock, right before map_changed().
+	 */
+	virtual std::vector<Range> crowded(Keys keys, std::span<const Extent> translation) const
+	{
+		(void)keys;
+		(void)translation;
+		return {};
 	}
 };
 
