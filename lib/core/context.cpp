@@ -43,7 +43,7 @@ Status check_params(const mrsync_params &p)
 		return make_error(EINVAL, fmt("params->sources has unknown bits 0x%x",
 					      p.sources & ~kKnownSources));
 	if (p.flags & ~std::uint32_t(MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK |
-				     MRSYNC_CTX_F_TEST_UNGUARDED_PINS))
+				     MRSYNC_CTX_F_TEST_ONLY_MASK))
 		return make_error(EINVAL, fmt("params->flags has unknown bits 0x%x", p.flags));
 	if (p.reserved)
 		return make_error(EINVAL, "params->reserved must be 0");
@@ -133,6 +133,7 @@ Context::Context(const mrsync_params &params, VaTable table)
 	: id_(next_context_id.fetch_add(1)),
 	  check_generations_(!(params.flags & MRSYNC_CTX_F_TEST_NO_GENERATION_CHECK)),
 	  guarded_(!(params.flags & MRSYNC_CTX_F_TEST_UNGUARDED_PINS)),
+	  revoke_refused_(!(params.flags & MRSYNC_CTX_F_TEST_NO_REVOKE)),
 	  table_(std::move(table)),
 	  /* room for the live limit plus as many retired-but-held regions */
 	  slab_(std::make_unique<Region[]>(2 * params.max_regions)),

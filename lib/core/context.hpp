@@ -283,6 +283,8 @@ private:
 	const bool check_generations_;
 	/* Slow path only: false under MRSYNC_CTX_F_TEST_UNGUARDED_PINS. */
 	const bool guarded_;
+	/* False under MRSYNC_CTX_F_TEST_NO_REVOKE (Update::commit). */
+	const bool revoke_refused_;
 	/* The sources' generation words, then &fork_base_ (generation_words()). */
 	const std::uint64_t *words_[kMaxSources + 1] = {};
 	/* mrsync_gen_begin() over the checked words, as the last resync applied

@@ -48,6 +48,9 @@ struct alignas(64) Region {
 	State state = State::free;
 	std::optional<Translation> translation;
 	std::vector<std::uint64_t> watches; /* one handle per event source */
+	/* The device was told to forget the keys already (a refused map whose
+	 * all-invalid map was refused too): freeing must not destroy them again. */
+	bool keys_destroyed = false;
 
 	std::uint64_t begin_va() const noexcept { return start.load(std::memory_order_relaxed); }
 	std::uint64_t end_va() const noexcept

@@ -127,6 +127,7 @@ Status Update::commit(Region &r, std::span<const Extent> published)
 		else
 			MRSYNC_LOG(warning, "core", "the device could not map a registration, "
 				   "retiring it: %s", keys.error().message.c_str());
+		revoke(r, old_keys);
 		ctx_.retire_locked(r);
 		return std::move(keys).error();
 	}
@@ -139,10 +140,37 @@ Status Update::commit(Region &r, std::span<const Extent> published)
 	return {};
 }
 
+void Update::revoke(Region &r, Keys keys) noexcept
+{
+	/* The keys outlive the lookups: a peer keeps its rkey, a holder posts
+	 * until its put. Through them the device still reaches what this
+	 * update replaces -- pages it unpins after its fence, slots a pin may
+	 * reuse. So the device must refuse them before that fence: every entry
+	 * invalid (the keys stay allocated, so no new registration can get
+	 * them while a stale user is out there), or, if the device refuses that
+	 * too, the keys destroyed now rather than at reclaim. */
+	if (!ctx_.revoke_refused_)
+		return;
+	const std::uint64_t size = r.size.load(std::memory_order_relaxed);
+	const Extent none{0, size, kNoBacking};
+	if (auto revoked = ctx_.driver_->map(keys, {&none, 1}); revoked) {
+		/* a device that re-keys on a map (verbs) dropped the old keys:
+		 * the new ones are what reclaim must destroy */
+		r.keys.store(pack_keys(*revoked), std::memory_order_relaxed);
+		return;
+	}
+	MRSYNC_LOG(warning, "core", "the device refused to invalidate a retired registration "
+		   "too: destroying its keys now");
+	ctx_.driver_->destroy(keys);
+	r.keys_destroyed = true;
+	replaced_ = true; /* the fence must come before anything is unpinned */
+}
+
 void Update::destroy(Region &r, bool device_gone) noexcept
 {
-	if (!device_gone)
+	if (!device_gone && !r.keys_destroyed)
 		ctx_.driver_->destroy(r.current_keys());
+	r.keys_destroyed = false;
 	r.translation->for_each_backing([this](BackingId b, std::uint64_t n) {
 		ctx_.backings_->unuse(b, n);
 		replaced_ = true;

@@ -97,6 +97,9 @@ private:
 	void relieve_crowding(Region &r);
 
 	void report_key_change(const Region &r, Keys old_keys, Keys new_keys);
+	/* After a refused map: makes the device refuse `keys` before this
+	 * update's fence (updater.cpp says why). */
+	void revoke(Region &r, Keys keys) noexcept;
 
 	Context &ctx_;
 	/* Offsets of r whose entries change() rewrote since the last commit:

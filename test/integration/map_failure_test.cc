@@ -17,6 +17,8 @@
 #include <optional>
 #include <random>
 
+#include <mrsync/testing.h> /* MRSYNC_CTX_F_TEST_NO_REVOKE */
+
 #include "support/forwarding_driver.hpp"
 #include "support/soft_hca.hpp"
 
@@ -27,6 +29,7 @@ enum class Refusal { refuse, lie };
 
 struct Injection {
 	std::atomic<unsigned> every{0}; /* 0: never */
+	std::atomic<int> budget{-1};    /* refusals left; -1: no limit */
 	std::atomic<unsigned> calls{0}, refused{0};
 	std::atomic<Refusal> how{Refusal::refuse};
 	uring::Hca *hca = nullptr; /* the wrapped HCA, for the test's DMA */
@@ -34,8 +37,10 @@ struct Injection {
 	bool now()
 	{
 		const unsigned n = every.load();
-		if (!n || ++calls % n != 0)
+		if (!n || budget.load() == 0 || ++calls % n != 0)
 			return false;
+		if (budget.load() > 0)
+			--budget;
 		++refused;
 		return true;
 	}
@@ -113,6 +118,7 @@ Counts run(Refusal how, unsigned every, unsigned rounds)
 	Mapping m(kPages * kPage);
 	EXPECT_TRUE(m);
 	injection().every = 0;
+	injection().budget = -1;
 	injection().how = how;
 	mrsync_params params = MRSYNC_PARAMS_INIT;
 	params.sources = MRSYNC_SOURCE_MANUAL;
@@ -192,6 +198,88 @@ TEST(MapFailure, NegativeControlADeviceThatLiesLosesWrites)
 	std::printf("map failure negative control [device ignores every map]: %s\n",
 		    line(c).c_str());
 	EXPECT_GT(c.lost, 0u) << "the check above cannot see a stale translation: " << line(c);
+}
+
+/* A key outlives the lookup that handed it out: a peer keeps its rkey, a
+ * holder posts until its put. When the device refuses a resync's
+ * invalidation, the core retires the registration -- and must make the
+ * device refuse the key before the replaced page goes, or a write through
+ * it lands in a page the application no longer sees. `refusals` maps are
+ * refused from the invalidation on: 1 leaves the core's all-invalid map to
+ * revoke the key, 2 refuses that too, so the key is destroyed. */
+Counts write_through_kept_key(unsigned refusals, bool revoke, unsigned rounds)
+{
+	constexpr std::size_t kPages = 8;
+	injection().every = 0;
+	injection().how = Refusal::refuse;
+	mrsync_params params = MRSYNC_PARAMS_INIT;
+	params.sources = MRSYNC_SOURCE_MANUAL;
+	params.driver = "fake_failing_map";
+	params.flags = revoke ? 0 : MRSYNC_CTX_F_TEST_NO_REVOKE;
+	auto created = Context::create(params);
+	EXPECT_TRUE(created.ok()) << created.error().message;
+	if (!created)
+		return {};
+	Context ctx = std::move(created).value();
+	uring::Hca &hca = *injection().hca;
+	Counts c;
+	/* A new area each round, all kept mapped: the invalidation refused must
+	 * be this round's registration's, not that of a retired one still in the
+	 * index over the same addresses. */
+	Mapping areas(rounds * kPages * kPage);
+	EXPECT_TRUE(areas);
+	for (unsigned i = 0; i < rounds; ++i) {
+		std::byte *const area = areas.at(i * kPages * kPage);
+		const std::size_t page = i % kPages;
+		std::uint32_t kept = 0;
+		{
+			auto whole = ctx.get(area, kPages * kPage);
+			EXPECT_TRUE(whole.ok()) << whole.error().message;
+			if (!whole)
+				return c;
+			kept = whole->lkey();
+		} /* put: the key lives on, as a peer's rkey does */
+		EXPECT_TRUE(remap_fresh(area + page * kPage, kPage));
+		EXPECT_TRUE(ctx.notify_unmap(area + page * kPage, kPage).ok());
+		injection().calls = 0;
+		injection().budget = int(refusals);
+		injection().every = 1;
+		(void)mrsync_resync(ctx.c_handle()); /* its invalidation is refused */
+		injection().every = 0;
+		std::byte *const va = area + page * kPage + 64;
+		const auto bytes = pattern(256, i);
+		++c.lookups;
+		if (dma_write(hca, kept, va, bytes) != 256)
+			++c.refused_dma; /* what must happen */
+		else if (sees(va, bytes))
+			++c.delivered;
+		else
+			++c.lost; /* the write went to the replaced page */
+	}
+	return c;
+}
+
+TEST(MapFailure, AKeyKeptAcrossARefusedInvalidationIsRevoked)
+{
+	for (const unsigned refusals : {1u, 2u}) {
+		injection().refused = 0;
+		const Counts c = write_through_kept_key(refusals, true, 40);
+		std::printf("kept key, %s: %s\n",
+			    refusals == 1 ? "revoked by an all-invalid map" : "destroyed",
+			    line(c).c_str());
+		EXPECT_EQ(injection().refused.load(), 40u * refusals) << "the injection did not bite";
+		EXPECT_EQ(c.lost, 0u) << line(c);
+		EXPECT_EQ(c.refused_dma, c.lookups) << line(c);
+	}
+}
+
+TEST(MapFailure, NegativeControlAKeyNotRevokedLosesWrites)
+{
+	injection().refused = 0;
+	const Counts c = write_through_kept_key(1, false, 40);
+	std::printf("kept key, not revoked (negative control): %s\n", line(c).c_str());
+	EXPECT_GT(c.lost, 0u) << "a retired key the device still translates should lose writes: "
+			      << line(c);
 }
 
 } // namespace

@@ -24,8 +24,13 @@ extern "C" {
  *  whose changes they cannot see. */
 #define MRSYNC_CTX_F_TEST_UNGUARDED_PINS (1u << 1)
 
+/** TEST ONLY: a registration whose map the device refused is retired but
+ *  its keys are not revoked on the device (the negative control of that
+ *  revocation: the device keeps translating them to the replaced pages). */
+#define MRSYNC_CTX_F_TEST_NO_REVOKE (1u << 2)
+
 /** Every test-only flag (mrsync_params.flags). */
-#define MRSYNC_CTX_F_TEST_ONLY_MASK MRSYNC_CTX_F_TEST_UNGUARDED_PINS
+#define MRSYNC_CTX_F_TEST_ONLY_MASK (MRSYNC_CTX_F_TEST_UNGUARDED_PINS | MRSYNC_CTX_F_TEST_NO_REVOKE)
 
 /** TEST ONLY, a bit of mrsync_watcher_create()'s `sources`: no source
  *  signals mrsync_watcher_fd(), which then never polls readable (the

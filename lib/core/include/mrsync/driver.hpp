@@ -110,7 +110,10 @@ public:
 	 *  kNoBacking: the device must refuse DMA there from now on). Returns
 	 *  its keys: the same ones when caps().keys_survive_map. On failure the
 	 *  device keeps the old translation and the core retires the
-	 *  registration. */
+	 *  registration -- after revoking its keys, before the fence that lets
+	 *  the replaced pages go: map() again with every entry kNoBacking (so a
+	 *  driver must accept an all-invalid translation), or destroy() if that
+	 *  is refused too. */
 	virtual Result<Keys> map(Keys keys, std::span<const Extent> translation) = 0;
 
 	/** Destroys a registration. No DMA may use its keys afterwards. */
