@@ -104,6 +104,20 @@ const DriverFactory fake_failing_map_factory{
 };
 MRSYNC_REGISTER_DRIVER(fake_failing_map_factory)
 
+/* A context on the fake device, changes reported by the test (manual). */
+std::optional<Context> faulty_context(std::uint32_t flags)
+{
+	mrsync_params params = MRSYNC_PARAMS_INIT;
+	params.sources = MRSYNC_SOURCE_MANUAL;
+	params.driver = "fake_failing_map";
+	params.flags = flags;
+	auto created = Context::create(params);
+	EXPECT_TRUE(created.ok()) << created.error().message;
+	if (!created)
+		return std::nullopt;
+	return std::move(created).value();
+}
+
 struct Counts {
 	unsigned lookups = 0, delivered = 0, lost = 0, refused_dma = 0, failed = 0;
 	std::string first_failure;
@@ -120,14 +134,10 @@ Counts run(Refusal how, unsigned every, unsigned rounds)
 	injection().every = 0;
 	injection().budget = -1;
 	injection().how = how;
-	mrsync_params params = MRSYNC_PARAMS_INIT;
-	params.sources = MRSYNC_SOURCE_MANUAL;
-	params.driver = "fake_failing_map";
-	auto created = Context::create(params);
-	EXPECT_TRUE(created.ok()) << created.error().message;
-	if (!created)
+	std::optional<Context> made = faulty_context(0);
+	if (!made)
 		return {};
-	Context ctx = std::move(created).value();
+	Context &ctx = *made;
 	uring::Hca &hca = *injection().hca;
 	{
 		auto whole = ctx.get(m.at(0), kPages * kPage);
@@ -212,15 +222,10 @@ Counts write_through_kept_key(unsigned refusals, bool revoke, unsigned rounds)
 	constexpr std::size_t kPages = 8;
 	injection().every = 0;
 	injection().how = Refusal::refuse;
-	mrsync_params params = MRSYNC_PARAMS_INIT;
-	params.sources = MRSYNC_SOURCE_MANUAL;
-	params.driver = "fake_failing_map";
-	params.flags = revoke ? 0 : MRSYNC_CTX_F_TEST_NO_REVOKE;
-	auto created = Context::create(params);
-	EXPECT_TRUE(created.ok()) << created.error().message;
-	if (!created)
+	std::optional<Context> made = faulty_context(revoke ? 0 : MRSYNC_CTX_F_TEST_NO_REVOKE);
+	if (!made)
 		return {};
-	Context ctx = std::move(created).value();
+	Context &ctx = *made;
 	uring::Hca &hca = *injection().hca;
 	Counts c;
 	/* A new area each round, all kept mapped: the invalidation refused must
