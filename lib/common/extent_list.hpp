@@ -40,6 +40,14 @@ inline std::size_t extent_from(std::span<const Extent> list, std::uint64_t offse
 			   list.begin());
 }
 
+/* Whether `next` continues `prev` as one extent: the same backing, adjacent
+ * offsets (backings map virtual addresses one to one, so that is enough).
+ * The one merge rule of every extent list. */
+inline bool extends(const Extent &prev, const Extent &next) noexcept
+{
+	return prev.backing == next.backing && prev.offset + prev.length == next.offset;
+}
+
 /**
  * Serves [offset, offset + len) of `list` by `with` (sorted extents covering
  * that range exactly; len > 0, inside the list). `displaced(backing, bytes)`
@@ -66,8 +74,7 @@ void splice_extents(std::vector<Extent> &list, std::uint64_t offset, std::uint64
 	auto push = [&mid](Extent e) {
 		if (e.length == 0)
 			return;
-		if (!mid.empty() && mid.back().backing == e.backing &&
-		    mid.back().offset + mid.back().length == e.offset)
+		if (!mid.empty() && extends(mid.back(), e))
 			mid.back().length += e.length;
 		else
 			mid.push_back(e);

@@ -37,7 +37,7 @@ Translation Translation::of(std::uint64_t length, std::vector<Extent> &&extents)
 			continue;
 		if (e.backing == kNoBacking)
 			t.invalid_bytes_ += e.length;
-		if (n && extents[n - 1].backing == e.backing)
+		if (n && extends(extents[n - 1], e))
 			extents[n - 1].length += e.length;
 		else
 			extents[n++] = e;
