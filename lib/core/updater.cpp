@@ -101,6 +101,10 @@ void Update::change(Region &r, std::uint64_t offset, std::uint64_t len,
 
 Status Update::commit(Region &r, std::span<const Extent> published)
 {
+	if (r.keys_destroyed) { /* retired, its keys gone from the device: nothing to map */
+		changed_.clear();
+		return {};
+	}
 	const Keys old_keys = r.current_keys();
 	relieve_crowding(r);
 	/* The driver is told which entries changed, so it can rewrite just
