@@ -17,9 +17,11 @@
 #ifndef MRSYNC_MLX5_DEVICE_HPP
 #define MRSYNC_MLX5_DEVICE_HPP
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include <mrsync/result.hpp>
@@ -86,6 +88,28 @@ public:
 	/** Fork child: the kernel objects are the parent's; drop them without
 	 *  destroying anything. The device is destroyed next. */
 	virtual void abandon() noexcept = 0;
+
+	/**
+	 * VFIO mode (docs/mlx5.md, "VFIO mode"): a new MTT-mode mkey addressing
+	 * [va, va + len) by virtual address, whose MTT entry k is the IOVA
+	 * `iova + k * page` -- the process owns the IOVA space and maps it
+	 * itself (drivers/vfio). Created once per registration: a resync
+	 * rewrites the IOMMU entries behind those IOVAs, never the MTT. Destroy
+	 * it with destroy_mkey(). `va`, `iova` and `len` are page-aligned;
+	 * access is MRSYNC_ACCESS_*.
+	 * @return the key (lkey == rkey), or ENOTSUP where the device cannot
+	 *         (the default, and HwDevice on rdma-core 44: see there).
+	 * Thread safety: as the other control operations.
+	 */
+	virtual Result<std::uint32_t> create_mtt_mkey(std::uint64_t va, std::uint64_t iova,
+						      std::uint64_t len, std::uint32_t access)
+	{
+		(void)va;
+		(void)iova;
+		(void)len;
+		(void)access;
+		return make_error(ENOTSUP, std::string(name()) + ": no MTT mkeys (VFIO mode)");
+	}
 };
 
 } // namespace mrsync::mlx5

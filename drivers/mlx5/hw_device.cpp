@@ -16,6 +16,7 @@
 
 #include "format.hpp"
 #include "mlx5_driver.hpp"
+#include "vfio_mode.hpp"
 
 namespace mrsync::mlx5 {
 
@@ -81,6 +82,14 @@ public:
 	std::size_t poll(std::span<Cqe> out) override;
 	Status reset_qp() override;
 	void abandon() noexcept override;
+	/* VFIO mode: ENOTSUP on rdma-core 44 (vfio_mode.cpp says why). This
+	 * device is a kernel mlx5_core function; an MTT mkey over our own IOVAs
+	 * needs the function on vfio-pci, under the VFIO provider. */
+	Result<std::uint32_t> create_mtt_mkey(std::uint64_t, std::uint64_t, std::uint64_t,
+					      std::uint32_t) override
+	{
+		return make_error(ENOTSUP, kVfioModeUnavailable);
+	}
 	~HwDevice() override;
 
 	Status open(const mrsync_mlx5_params *params);

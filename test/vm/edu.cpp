@@ -12,6 +12,8 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -178,6 +180,44 @@ Status Edu::write(std::uint64_t iova, std::span<const std::byte> bytes)
 		return ok;
 	start_to_ram(iova, bytes.size());
 	return wait();
+}
+
+int open_edu_once(const char *argv0, Edu *&edu, int iommu_type)
+{
+	static Result<Edu> opened = Edu::open(iommu_type);
+	const bool guest = std::getenv("MRSYNC_VM_GUEST");
+	if (!opened) {
+		std::fprintf(stderr, "%s: %s: %s\n", argv0, guest ? "failed" : "skipped",
+			     opened.error().message.c_str());
+		return guest ? 1 : 77;
+	}
+	edu = &*opened;
+	return -1;
+}
+
+std::byte *map_pages(std::size_t n, void *at)
+{
+	void *p = mmap(at, n * 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | (at ? MAP_FIXED : 0), -1, 0);
+	if (p == MAP_FAILED) {
+		std::perror("map_pages: mmap");
+		std::abort();
+	}
+	std::memset(p, 0, n * 4096); /* populated */
+	return static_cast<std::byte *>(p);
+}
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed)
+{
+	std::vector<std::byte> v(n);
+	for (std::size_t i = 0; i < n; ++i)
+		v[i] = std::byte(0x11 + (i * 7 + seed * 13) % 0xe0);
+	return v;
+}
+
+bool holds(const std::byte *at, std::span<const std::byte> bytes)
+{
+	return std::memcmp(at, bytes.data(), bytes.size()) == 0;
 }
 
 } // namespace mrsync::test

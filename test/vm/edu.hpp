@@ -27,6 +27,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <mrsync/mrsync.hpp>
 #include <mrsync/vfio.h>
@@ -109,6 +110,22 @@ inline mrsync_params vfio_ctx_params(const mrsync_vfio_params &vp, std::uint32_t
 	p.flags = flags;
 	return p;
 }
+
+/** For a guest gtest binary's mrsync_vm_helper(): opens the edu device once
+ *  (a group opens once at a time) and points `edu` at it.
+ *  @return -1 (run the tests), or, without the device, after saying why,
+ *          77 on the host (skipped) and 1 in the guest (MRSYNC_VM_GUEST). */
+int open_edu_once(const char *argv0, Edu *&edu,
+		  int iommu_type = vfio::Container::kType1v2);
+
+/** `n` fresh private anonymous pages, zeroed and populated; at `at`
+ *  (MAP_FIXED: an allocator reusing an address) when given. Aborts if the
+ *  mmap fails: nothing a test could go on with. */
+std::byte *map_pages(std::size_t n, void *at = nullptr);
+/** `n` bytes derived from `seed`, never 0 (fresh pages are). */
+std::vector<std::byte> pattern(std::size_t n, unsigned seed);
+/** Whether memory at `at` holds `bytes`. */
+bool holds(const std::byte *at, std::span<const std::byte> bytes);
 
 /** The IOVA of `va` inside a vfio-driver registration. */
 inline std::uint64_t iova_of(const Registration &reg, std::uint64_t va)

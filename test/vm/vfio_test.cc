@@ -36,7 +36,10 @@
 namespace {
 
 using mrsync::test::Edu;
+using mrsync::test::holds;
 using mrsync::test::iova_of;
+using mrsync::test::map_pages;
+using mrsync::test::pattern;
 constexpr std::size_t kPage = 4096;
 
 Edu *edu; /* opened once: a group opens once at a time */
@@ -52,28 +55,6 @@ mrsync::Context make_ctx(std::uint32_t flags = 0, std::uint64_t entry_size = 0)
 		std::abort();
 	}
 	return std::move(*ctx);
-}
-
-std::byte *map_pages(std::size_t n, void *at = nullptr)
-{
-	void *p = mmap(at, n * kPage, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | (at ? MAP_FIXED : 0), -1, 0);
-	EXPECT_NE(p, MAP_FAILED);
-	std::memset(p, 0, n * kPage); /* populated */
-	return static_cast<std::byte *>(p);
-}
-
-std::vector<std::byte> pattern(std::size_t n, unsigned seed)
-{
-	std::vector<std::byte> v(n);
-	for (std::size_t i = 0; i < n; ++i)
-		v[i] = std::byte(0x11 + (i * 7 + seed * 13) % 0xe0); /* never 0 */
-	return v;
-}
-
-bool holds(const std::byte *at, std::span<const std::byte> bytes)
-{
-	return std::memcmp(at, bytes.data(), bytes.size()) == 0;
 }
 
 bool zero(const std::byte *at, std::size_t n)
@@ -233,13 +214,5 @@ int mrsync_vm_helper(int argc, char **argv)
 	for (int i = 1; i < argc; ++i)
 		if (!std::strcmp(argv[i], "--type1"))
 			type = VFIO_TYPE1_IOMMU;
-	static mrsync::Result<Edu> opened = Edu::open(type);
-	if (!opened) {
-		std::fprintf(stderr, "%s: %s: %s\n", argv[0],
-			     std::getenv("MRSYNC_VM_GUEST") ? "failed" : "skipped",
-			     opened.error().message.c_str());
-		return std::getenv("MRSYNC_VM_GUEST") ? 1 : 77;
-	}
-	edu = &*opened;
-	return -1;
+	return mrsync::test::open_edu_once(argv[0], edu, type);
 }
