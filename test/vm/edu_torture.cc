@@ -9,6 +9,11 @@
 // buffers. Verdict as mrsync-torture: 0 lost writes; --negative-control (no
 // generation check: a naive IOVA cache) must lose some.
 //   edu_torture [--ops N] [--seed N] [--negative-control] [--stop-at-loss]
+// Built a second time as mlx5_vfio_torture (MRSYNC_EDU_TORTURE_MLX5_VFIO):
+// the same run through drivers/mlx5's VFIO mode, each write going through the
+// registration's MTT mkey (the model's: key + address -> IOVA) before edu
+// DMAs it; its negative control --skip-iommu-rewrite leaves the IOMMU as it
+// was on every resync (the key stays): writes must be lost.
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +24,9 @@
 
 #include "churn_workload.hpp"
 #include "edu.hpp"
+#ifdef MRSYNC_EDU_TORTURE_MLX5_VFIO
+#include "vfio_model_driver.hpp"
+#endif
 
 int main(int argc, char **argv)
 {
@@ -34,6 +42,15 @@ int main(int argc, char **argv)
 	cli::Options opts = mrsync::workload::cli_options(options);
 	for (cli::Option &o : mrsync::workload::negative_control_options(flags))
 		opts.push_back(std::move(o));
+#ifdef MRSYNC_EDU_TORTURE_MLX5_VFIO
+	bool skip_iommu_rewrite = false;
+	opts.push_back({"skip-iommu-rewrite", nullptr,
+			"VfioModeOptions::test_skip_iommu_rewrite: passes only if writes are lost",
+			[&](const char *) -> std::optional<std::string> {
+				skip_iommu_rewrite = true;
+				return std::nullopt;
+			}});
+#endif
 	if (auto rc = cli::parse({"edu_torture", "[options]"}, opts, argc, argv))
 		return *rc;
 	auto edu = mrsync::test::Edu::open();
@@ -44,7 +61,18 @@ int main(int argc, char **argv)
 		return guest ? 1 : 77;
 	}
 	const mrsync_vfio_params vp = edu->vfio_params();
-	auto ctx = mrsync::Context::create(mrsync::test::vfio_ctx_params(vp, flags));
+	mrsync_params params = mrsync::test::vfio_ctx_params(vp, flags);
+#ifdef MRSYNC_EDU_TORTURE_MLX5_VFIO
+	mrsync::mlx5::VfioModelArg vfio_mode;
+	vfio_mode.iommu = vp;
+	vfio_mode.dma = [&edu](std::uint64_t iova, std::span<const std::byte> bytes) {
+		return edu->write(iova, bytes);
+	};
+	vfio_mode.mode.test_skip_iommu_rewrite = skip_iommu_rewrite;
+	params.driver = "mlx5-vfio-model";
+	params.driver_arg = &vfio_mode;
+#endif
+	auto ctx = mrsync::Context::create(params);
 	if (!ctx) {
 		std::fprintf(stderr, "edu_torture: %s\n", ctx.error().message.c_str());
 		return 1;
@@ -61,9 +89,21 @@ int main(int argc, char **argv)
 		 * burst of faults into one: an unlogged refusal counts as a
 		 * lost write, never the other way round). */
 		const std::size_t faults = mrsync::test::dmar_faults();
+#ifdef MRSYNC_EDU_TORTURE_MLX5_VFIO
+		/* key + address through the MTT mkey, whose IOVAs never move */
+		auto &model = mrsync::mlx5::mtt_model_of(ctx->c_handle());
+		auto at = model.translate(reg.lkey(), va);
+		const std::uint64_t iova = at ? *at : 0; /* for the message below */
+		if (auto ok = model.write(reg.lkey(), va, bytes); !ok) {
+			if (ok.error().code == EACCES) /* refused by the mkey: nothing moved */
+				return -EACCES;
+			return std::move(ok).error();
+		}
+#else
 		const std::uint64_t iova = mrsync::test::iova_of(reg, va);
 		if (auto ok = edu->write(iova, bytes); !ok)
 			return std::move(ok).error();
+#endif
 		if (mrsync::test::dmar_faults() == faults)
 			return int(bytes.size());
 		std::fprintf(stderr, "edu_torture: DMA to iova 0x%llx (va 0x%llx of [0x%llx, +0x%llx)) "
@@ -77,5 +117,10 @@ int main(int argc, char **argv)
 		std::fprintf(stderr, "edu_torture: %s\n", report.error().message.c_str());
 		return 1;
 	}
+#ifdef MRSYNC_EDU_TORTURE_MLX5_VFIO
+	return mrsync::workload::print_verdict("mlx5-vfio edu torture", *ctx, *report,
+					       flags != 0 || skip_iommu_rewrite);
+#else
 	return mrsync::workload::print_verdict("edu torture", *ctx, *report, flags != 0);
+#endif
 }
