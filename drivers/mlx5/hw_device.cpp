@@ -380,20 +380,40 @@ bool hw_available(std::string &why)
 	return true;
 }
 
+Result<DriverOptions> driver_options(const mrsync_mlx5_params *params)
+{
+	DriverOptions options;
+	if (!params)
+		return options;
+	if (params->struct_size < MRSYNC_MLX5_PARAMS_SIZE_V1)
+		return make_error(EINVAL, fmt("mlx5: params->struct_size %u is smaller than any "
+					      "struct mrsync_mlx5_params (%zu)",
+					      params->struct_size, MRSYNC_MLX5_PARAMS_SIZE_V1));
+	/* A caller built before `flags` existed passes the older size. */
+	const bool has_flags =
+		params->struct_size >= offsetof(mrsync_mlx5_params, flags) + sizeof(params->flags);
+	const std::uint32_t flags = has_flags ? params->flags : 0;
+	if (const std::uint32_t unknown = flags & ~std::uint32_t(MRSYNC_MLX5_F_HOLES_FREE_KEY))
+		return make_error(EINVAL, fmt("mlx5: params->flags has unknown bits 0x%x", unknown));
+	if (params->fence_timeout_ms)
+		options.fence_timeout = std::chrono::milliseconds(params->fence_timeout_ms);
+	options.poison_refused = !(flags & MRSYNC_MLX5_F_HOLES_FREE_KEY);
+	return options;
+}
+
 namespace {
 
 Result<std::unique_ptr<Driver>> create_driver(const DriverConfig &config)
 {
 	const auto *params = static_cast<const mrsync_mlx5_params *>(config.arg);
-	if (params && params->struct_size < sizeof(mrsync_mlx5_params))
-		return make_error(EINVAL, "mlx5: driver_arg is not a struct mrsync_mlx5_params");
+	/* The arguments first: a bad one is reported before a device is opened. */
+	auto options = driver_options(params);
+	if (!options)
+		return std::move(options).error();
 	auto dev = open_hw_device(params);
 	if (!dev)
 		return std::move(dev).error();
-	DriverOptions options;
-	if (params && params->fence_timeout_ms)
-		options.fence_timeout = std::chrono::milliseconds(params->fence_timeout_ms);
-	auto driver = Mlx5Driver::create(std::move(dev).value(), options);
+	auto driver = Mlx5Driver::create(std::move(dev).value(), *options);
 	if (!driver)
 		return std::move(driver).error();
 	return std::unique_ptr<Driver>(std::move(driver).value());

@@ -59,6 +59,9 @@ struct Rig {
 	std::unique_ptr<Device> dev;
 	std::unique_ptr<test::Loopback> rdma;
 	DeviceCaps caps;
+	/** The "poison refusal" finding: the scenarios run the driver with
+	 *  MRSYNC_MLX5_F_HOLES_FREE_KEY when the device does not refuse. */
+	bool poison_refused = true;
 	std::uint64_t wr = 0;
 	std::uint16_t pi = 0;
 
@@ -159,8 +162,10 @@ void findings(Rig &r)
 	std::memset(buf.base, 0, buf.len);
 	if (poison && holed && r.configure(*holed, 0, {{*poison, 0, std::uint32_t(kPage)}}) == 0) {
 		const bool accepted = r.rdma->write(*holed, nullptr, data);
-		finding("poison refusal", accepted ? "NOT refused: holes must use holes_ok=false "
-						     "and LOCAL_INV (docs/mlx5.md)"
+		r.poison_refused = !accepted;
+		finding("poison refusal", accepted ? "NOT refused: run the driver with "
+						     "MRSYNC_MLX5_F_HOLES_FREE_KEY (the scenarios "
+						     "below do; docs/mlx5.md)"
 						   : "refused (" + std::to_string(r.rdma->last_status()) +
 							     "): holes may point at a free key");
 	}
@@ -219,6 +224,7 @@ void scenarios(Rig &r)
 	mrsync_mlx5_params mp = MRSYNC_MLX5_PARAMS_INIT;
 	mp.context = r.ctx;
 	mp.pd = r.pd;
+	mp.flags = r.poison_refused ? 0 : MRSYNC_MLX5_F_HOLES_FREE_KEY;
 	mrsync_params params = MRSYNC_PARAMS_INIT;
 	params.driver = "mlx5";
 	params.driver_arg = &mp;
