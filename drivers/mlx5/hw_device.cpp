@@ -87,6 +87,7 @@ public:
 
 private:
 	Status probe_caps();
+	bool probe_update_tag();
 	Status create_qp();
 	Status connect_self();
 
@@ -102,6 +103,7 @@ private:
 	DeviceCaps caps_;
 	std::mutex mu_;
 	std::unordered_map<std::uint32_t, std::unique_ptr<ibv_mr, MrDeleter>> mrs_;
+	/** By index (key >> 8): a UMR may change a key's tag. */
 	std::unordered_map<std::uint32_t, std::unique_ptr<mlx5dv_mkey, MkeyDeleter>> mkeys_;
 };
 
@@ -147,6 +149,7 @@ Status HwDevice::open(const mrsync_mlx5_params *params)
 	}
 	if (auto st = probe_caps(); !st)
 		return st;
+	caps_.update_tag = probe_update_tag();
 	if (auto st = create_qp(); !st)
 		return st;
 	return connect_self();
@@ -289,7 +292,8 @@ Result<std::uint32_t> HwDevice::create_mkey(std::uint16_t max_entries)
 {
 	mlx5dv_mkey_init_attr attr{};
 	attr.pd = pd_;
-	attr.create_flags = MLX5DV_MKEY_INIT_ATTR_FLAGS_INDIRECT;
+	attr.create_flags = MLX5DV_MKEY_INIT_ATTR_FLAGS_INDIRECT |
+			    (caps_.update_tag ? MLX5DV_MKEY_INIT_ATTR_FLAGS_UPDATE_TAG : 0);
 	attr.max_entries = max_entries;
 	std::unique_ptr<mlx5dv_mkey, MkeyDeleter> mkey(mlx5dv_create_mkey(&attr));
 	if (!mkey)
@@ -297,14 +301,31 @@ Result<std::uint32_t> HwDevice::create_mkey(std::uint16_t max_entries)
 					     errno_text(errno).c_str()));
 	const std::uint32_t key = mkey->lkey;
 	std::lock_guard lock(mu_);
-	mkeys_.emplace(key, std::move(mkey));
+	/* By index: a UMR may give the key another tag (DeviceCaps::update_tag). */
+	mkeys_.emplace(key >> 8, std::move(mkey));
 	return key;
+}
+
+/* Whether libmlx5 and the firmware take UPDATE_TAG: the driver rotates the
+ * tags of the keys it reuses only then. */
+bool HwDevice::probe_update_tag()
+{
+	mlx5dv_mkey_init_attr attr{};
+	attr.pd = pd_;
+	attr.create_flags = MLX5DV_MKEY_INIT_ATTR_FLAGS_INDIRECT | MLX5DV_MKEY_INIT_ATTR_FLAGS_UPDATE_TAG;
+	attr.max_entries = 4;
+	std::unique_ptr<mlx5dv_mkey, MkeyDeleter> mkey(mlx5dv_create_mkey(&attr));
+	if (!mkey)
+		MRSYNC_LOG(info, "mlx5", "%s: indirect mkeys without UPDATE_TAG (%s): a destroyed "
+			   "key is reused under the same number after the quarantine",
+			   name_.c_str(), errno_text(errno).c_str());
+	return bool(mkey);
 }
 
 Status HwDevice::destroy_mkey(std::uint32_t key)
 {
 	std::lock_guard lock(mu_);
-	if (!mkeys_.erase(key))
+	if (!mkeys_.erase(key >> 8))
 		return make_error(EINVAL, fmt("mlx5 destroy_mkey: unknown key %#x", key));
 	return {};
 }

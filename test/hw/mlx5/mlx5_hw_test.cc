@@ -169,6 +169,29 @@ void findings(Rig &r)
 						   : "refused (" + std::to_string(r.rdma->last_status()) +
 							     "): holes may point at a free key");
 	}
+	/* Tag rotation: the driver parks a destroyed key under its next tag in
+	 * the invalidating UMR, so the old rkey must stop working. */
+	if (!r.caps.update_tag) {
+		finding("tag rotation", "mkeys cannot be created with UPDATE_TAG: destroyed keys are "
+					"reused under the same number after the quarantine");
+	} else if (auto tagged = r.dev->create_mkey(4); tagged) {
+		const Klm one{leaf->key, buf.va(), std::uint32_t(kPage)};
+		UmrSpec park{.mkey = *tagged, .invalidate = true};
+		park.new_tag = std::uint16_t((*tagged + 1) & 0xff);
+		const std::uint32_t renamed = (*tagged & ~0xffu) | park.new_tag;
+		const int parked = r.configure(*tagged, buf.va(), {one}) == 0 ? r.umr(park, {}) : -1;
+		const int again = parked == 0 ? r.configure(renamed, buf.va(), {one}) : -1;
+		const bool old_works = again == 0 && r.rdma->write(*tagged, buf.base, data);
+		const bool new_works = again == 0 && r.rdma->write(renamed, buf.base, data);
+		finding("tag rotation",
+			again != 0 ? "a UMR with a new tag FAILED (status " + std::to_string(parked) +
+					     "/" + std::to_string(again) + ")"
+			: !old_works && new_works
+				? "works: after the parking UMR the old key is refused, the new one works"
+				: std::string("old key ") + (old_works ? "still works" : "refused") +
+					  ", new key " + (new_works ? "works" : "refused"));
+		(void)r.dev->destroy_mkey(renamed);
+	}
 	/* Leaf remote rights: a LOCAL_WRITE-only leaf behind a REMOTE_WRITE key. */
 	auto local_only = r.dev->reg_mr(buf.va(8), kPage, MRSYNC_ACCESS_LOCAL_WRITE);
 	auto over = r.dev->create_mkey(4);
