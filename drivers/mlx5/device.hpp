@@ -39,6 +39,9 @@ struct DeviceCaps {
 	/** WQE slots (64-byte basic blocks) of the UMR QP's send queue. */
 	std::uint32_t sq_wqebbs = 0;
 	std::uint32_t umr_qpn = 0;
+	/** Indirect mkeys are created with MLX5DV_MKEY_INIT_ATTR_FLAGS_UPDATE_TAG:
+	 *  a UMR with the MKEY mask bit may give the key a new 8-bit tag. */
+	bool update_tag = false;
 };
 
 /** An MR (a leaf): lkey == rkey for our purposes. */
@@ -74,7 +77,10 @@ public:
 	virtual Result<MrHandle> reg_mr(std::uint64_t va, std::uint64_t len, std::uint32_t access) = 0;
 	/** Deregisters; returns once the device can no longer use the MR. */
 	virtual Status dereg_mr(std::uint32_t key) = 0;
-	/** A new indirect mkey in the free state (lkey == rkey, tag 0). */
+	/** A new indirect mkey in the free state (lkey == rkey, tag 0); with
+	 *  caps().update_tag a UMR may change its tag later (the key's number
+	 *  changes with it). destroy_mkey names the object by its index: any
+	 *  tag the key had will do. */
 	virtual Result<std::uint32_t> create_mkey(std::uint16_t max_entries) = 0;
 	virtual Status destroy_mkey(std::uint32_t key) = 0;
 	/** Posts a WQE built by umr_wqe.hpp on the UMR QP, INLINE. Errors are

@@ -96,6 +96,7 @@ public:
 
 private:
 	Status probe_caps();
+	bool probe_update_tag();
 	Status create_qp();
 	Status connect_self();
 
@@ -111,6 +112,7 @@ private:
 	DeviceCaps caps_;
 	std::mutex mu_;
 	std::unordered_map<std::uint32_t, std::unique_ptr<ibv_mr, MrDeleter>> mrs_;
+	/** By index (key >> 8): a UMR may change a key's tag. */
 	std::unordered_map<std::uint32_t, std::unique_ptr<mlx5dv_mkey, MkeyDeleter>> mkeys_;
 };
 
@@ -156,6 +158,7 @@ Status HwDevice::open(const mrsync_mlx5_params *params)
 	}
 	if (auto st = probe_caps(); !st)
 		return st;
+	caps_.update_tag = probe_update_tag();
 	if (auto st = create_qp(); !st)
 		return st;
 	return connect_self();
@@ -298,7 +301,8 @@ Result<std::uint32_t> HwDevice::create_mkey(std::uint16_t max_entries)
 {
 	mlx5dv_mkey_init_attr attr{};
 	attr.pd = pd_;
-	attr.create_flags = MLX5DV_MKEY_INIT_ATTR_FLAGS_INDIRECT;
+	attr.create_flags = MLX5DV_MKEY_INIT_ATTR_FLAGS_INDIRECT |
+			    (caps_.update_tag ? MLX5DV_MKEY_INIT_ATTR_FLAGS_UPDATE_TAG : 0);
 	attr.max_entries = max_entries;
 	std::unique_ptr<mlx5dv_mkey, MkeyDeleter> mkey(mlx5dv_create_mkey(&attr));
 	if (!mkey)
@@ -306,14 +310,31 @@ Result<std::uint32_t> HwDevice::create_mkey(std::uint16_t max_entries)
 					     errno_text(errno).c_str()));
 	const std::uint32_t key = mkey->lkey;
 	std::lock_guard lock(mu_);
-	mkeys_.emplace(key, std::move(mkey));
+	/* By index: a UMR may give the key another tag (DeviceCaps::update_tag). */
+	mkeys_.emplace(key >> 8, std::move(mkey));
 	return key;
+}
+
+/* Whether libmlx5 and the firmware take UPDATE_TAG: the driver rotates the
+ * tags of the keys it reuses only then. */
+bool HwDevice::probe_update_tag()
+{
+	mlx5dv_mkey_init_attr attr{};
+	attr.pd = pd_;
+	attr.create_flags = MLX5DV_MKEY_INIT_ATTR_FLAGS_INDIRECT | MLX5DV_MKEY_INIT_ATTR_FLAGS_UPDATE_TAG;
+	attr.max_entries = 4;
+	std::unique_ptr<mlx5dv_mkey, MkeyDeleter> mkey(mlx5dv_create_mkey(&attr));
+	if (!mkey)
+		MRSYNC_LOG(info, "mlx5", "%s: indirect mkeys without UPDATE_TAG (%s): a destroyed "
+			   "key is reused under the same number after the quarantine",
+			   name_.c_str(), errno_text(errno).c_str());
+	return bool(mkey);
 }
 
 Status HwDevice::destroy_mkey(std::uint32_t key)
 {
 	std::lock_guard lock(mu_);
-	if (!mkeys_.erase(key))
+	if (!mkeys_.erase(key >> 8))
 		return make_error(EINVAL, fmt("mlx5 destroy_mkey: unknown key %#x", key));
 	return {};
 }
@@ -389,20 +410,40 @@ bool hw_available(std::string &why)
 	return true;
 }
 
+Result<DriverOptions> driver_options(const mrsync_mlx5_params *params)
+{
+	DriverOptions options;
+	if (!params)
+		return options;
+	if (params->struct_size < MRSYNC_MLX5_PARAMS_SIZE_V1)
+		return make_error(EINVAL, fmt("mlx5: params->struct_size %u is smaller than any "
+					      "struct mrsync_mlx5_params (%zu)",
+					      params->struct_size, MRSYNC_MLX5_PARAMS_SIZE_V1));
+	/* A caller built before `flags` existed passes the older size. */
+	const bool has_flags =
+		params->struct_size >= offsetof(mrsync_mlx5_params, flags) + sizeof(params->flags);
+	const std::uint32_t flags = has_flags ? params->flags : 0;
+	if (const std::uint32_t unknown = flags & ~std::uint32_t(MRSYNC_MLX5_F_HOLES_FREE_KEY))
+		return make_error(EINVAL, fmt("mlx5: params->flags has unknown bits 0x%x", unknown));
+	if (params->fence_timeout_ms)
+		options.fence_timeout = std::chrono::milliseconds(params->fence_timeout_ms);
+	options.poison_refused = !(flags & MRSYNC_MLX5_F_HOLES_FREE_KEY);
+	return options;
+}
+
 namespace {
 
 Result<std::unique_ptr<Driver>> create_driver(const DriverConfig &config)
 {
 	const auto *params = static_cast<const mrsync_mlx5_params *>(config.arg);
-	if (params && params->struct_size < sizeof(mrsync_mlx5_params))
-		return make_error(EINVAL, "mlx5: driver_arg is not a struct mrsync_mlx5_params");
+	/* The arguments first: a bad one is reported before a device is opened. */
+	auto options = driver_options(params);
+	if (!options)
+		return std::move(options).error();
 	auto dev = open_hw_device(params);
 	if (!dev)
 		return std::move(dev).error();
-	DriverOptions options;
-	if (params && params->fence_timeout_ms)
-		options.fence_timeout = std::chrono::milliseconds(params->fence_timeout_ms);
-	auto driver = Mlx5Driver::create(std::move(dev).value(), options);
+	auto driver = Mlx5Driver::create(std::move(dev).value(), *options);
 	if (!driver)
 		return std::move(driver).error();
 	return std::unique_ptr<Driver>(std::move(driver).value());

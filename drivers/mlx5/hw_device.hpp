@@ -22,11 +22,17 @@
 #include <mrsync/mlx5.h>
 
 #include "device.hpp"
+#include "mlx5_driver.hpp"
 
 namespace mrsync::mlx5 {
 
 /** Opens the device `params` names (or the first mlx5 device). */
 Result<std::unique_ptr<Device>> open_hw_device(const mrsync_mlx5_params *params);
+
+/** The driver options `params` asks for (NULL: the defaults); EINVAL naming
+ *  the field for a size older than any struct or an unknown flag. A struct
+ *  of the size before `flags` (MRSYNC_MLX5_PARAMS_SIZE_V1) reads as flags 0. */
+Result<DriverOptions> driver_options(const mrsync_mlx5_params *params);
 
 /** Whether an mlx5 device with what the driver needs exists; `why` if not. */
 bool hw_available(std::string &why);

@@ -296,6 +296,23 @@ Status Mlx5Driver::post_invalidate(std::uint32_t key)
 	return post(UmrSpec{.mkey = key, .invalidate = true}, {});
 }
 
+/* Quarantine alone only delays the alias: once the index is handed out
+ * again, a peer that kept the old rkey would write into the next
+ * registration. A new tag makes the old number fail (REM_ACCESS) for the
+ * next 255 reuses, as UCX's mkey pool does. */
+Result<std::uint32_t> Mlx5Driver::park(std::uint32_t key)
+{
+	UmrSpec spec{.mkey = key, .invalidate = true};
+	if (dev_caps_.update_tag && !options_.test_no_tag_rotation)
+		spec.new_tag = std::uint16_t((key + 1) & 0xff);
+	if (auto st = post(spec, {}); !st)
+		return std::move(st).error();
+	if (spec.new_tag == UmrSpec::kKeepTag)
+		return key;
+	stats_.keys_retagged++;
+	return (key & ~0xffu) | spec.new_tag;
+}
+
 /* The fence: every posted UMR's completion, within the bounded wait. An
  * error completion puts the QP in ERR and flushes the rest; once all are
  * in, recover() re-posts the failed and flushed ones. */
@@ -485,11 +502,17 @@ void Mlx5Driver::destroy(Keys keys) noexcept
 		return;
 	Reg &reg = node.mapped();
 	/* Free state on every level, so neither the rkey nor a child key
-	 * reaches the leaves the core is about to unpin; then park the keys. */
-	Status st = post_invalidate(keys.lkey);
-	for (std::uint32_t key : reg.children)
-		if (st)
-			st = post_invalidate(key);
+	 * reaches the leaves the core is about to unpin; then park the keys,
+	 * each under its next tag. */
+	std::vector<std::uint32_t> parked; /* the parent first, then the children */
+	Status st;
+	for (std::size_t i = 0; i <= reg.children.size() && st; ++i) {
+		auto p = park(i == 0 ? keys.lkey : reg.children[i - 1]);
+		if (p)
+			parked.push_back(*p);
+		else
+			st = std::move(p).error();
+	}
 	if (st)
 		st = wait_outstanding();
 	if (!st) {
@@ -497,9 +520,7 @@ void Mlx5Driver::destroy(Keys keys) noexcept
 			   keys.lkey, st.error().message.c_str());
 		return;
 	}
-	quarantine_.push_back(keys.lkey);
-	for (std::uint32_t key : reg.children)
-		quarantine_.push_back(key);
+	quarantine_.insert(quarantine_.end(), parked.begin(), parked.end());
 }
 
 Status Mlx5Driver::fence()

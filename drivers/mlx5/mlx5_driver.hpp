@@ -71,6 +71,9 @@ struct DriverOptions {
 	/** TEST ONLY: a map that cannot fit leaves the key naming the old
 	 *  entries (the revoke's negative control: writes through it are lost). */
 	bool test_no_revoke = false;
+	/** TEST ONLY: park destroyed keys under the number they had (the tag
+	 *  rotation's negative control: a stale rkey reaches the key's next user). */
+	bool test_no_tag_rotation = false;
 };
 
 struct DriverStats {
@@ -80,6 +83,7 @@ struct DriverStats {
 	std::uint64_t recoveries = 0;     /**< error completions recovered */
 	std::uint64_t keys_created = 0;   /**< mkeys created on the device */
 	std::uint64_t keys_reused = 0;    /**< mkeys taken from the pool */
+	std::uint64_t keys_retagged = 0;  /**< destroyed keys parked under a new tag */
 };
 
 class Mlx5Driver final : public Driver {
@@ -135,6 +139,9 @@ private:
 	Status post_list(std::uint32_t key, std::uint64_t start, std::uint64_t len,
 			 std::uint32_t access, std::vector<Klm> klms);
 	Status post_invalidate(std::uint32_t key);
+	/** Makes a destroyed key free and, with caps().update_tag, gives it the
+	 *  next tag in the same UMR. @return the number it is parked under. */
+	Result<std::uint32_t> park(std::uint32_t key);
 	Status post_parent(std::uint32_t key, const Reg &reg);
 	Status wait_outstanding();
 	Error revoke(std::uint32_t parent, Error why);

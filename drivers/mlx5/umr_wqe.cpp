@@ -97,7 +97,8 @@ std::vector<std::byte> build_umr(const UmrSpec &spec, std::span<const Klm> klms)
 
 	mkc->free = spec.invalidate ? MLX5_WQE_MKEY_CONTEXT_FREE : 0;
 	mkc->access_flags = spec.invalidate ? 0 : to_mkc_access(spec.access);
-	mkc->qpn_mkey = htobe32(0xffffff00u | (spec.mkey & 0xff));
+	const std::uint32_t tag = spec.new_tag == UmrSpec::kKeepTag ? spec.mkey & 0xff : spec.new_tag & 0xff;
+	mkc->qpn_mkey = htobe32(0xffffff00u | tag);
 	mkc->start_addr = htobe64(spec.start_addr);
 	mkc->len = htobe64(spec.len);
 	mkc->translations_octword_size = htobe32(std::uint32_t((n + 3) / 4 * 4));

@@ -55,6 +55,10 @@ struct UmrSpec {
 	bool small_fence = true;
 	bool signaled = true;
 	bool inline_klms = true;         /**< tests clear it to see the post-time check */
+	/** The key's tag after this UMR (mkey_7_0; needs caps().update_tag);
+	 *  kKeepTag: the tag `mkey` has. `mkey` is always the key as it is now. */
+	std::uint16_t new_tag = kKeepTag;
+	static constexpr std::uint16_t kKeepTag = 0x100;
 };
 
 /** Bytes of a UMR WQE carrying n KLMs. */

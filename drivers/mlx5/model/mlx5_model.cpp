@@ -52,6 +52,7 @@ struct Object {
 	std::uint32_t hca_key = 0;
 	/* Mkey */
 	std::uint32_t max_entries = 0;
+	bool update_tag = false; /**< created with UPDATE_TAG */
 	bool free = true;
 	std::vector<HeldKlm> klms;
 };
@@ -160,7 +161,8 @@ Result<DeviceCaps> Mlx5Model::query_caps()
 			  .umr_modify_atomic_disabled = false,
 			  .umr_max_klms = impl_->options.umr_max_klms,
 			  .sq_wqebbs = impl_->options.sq_wqebbs,
-			  .umr_qpn = 0x1234};
+			  .umr_qpn = 0x1234,
+			  .update_tag = impl_->options.update_tag};
 }
 
 Result<MrHandle> Mlx5Model::reg_mr(std::uint64_t va, std::uint64_t len, std::uint32_t access)
@@ -271,13 +273,16 @@ Result<std::uint32_t> Mlx5Model::create_mkey(std::uint16_t max_entries)
 	Object &o = impl_->objects[index_of(*key)];
 	o.max_entries = (max_entries + 3u) / 4 * 4;
 	o.free = true;
+	o.update_tag = impl_->options.update_tag;
 	return key;
 }
 
 Status Mlx5Model::destroy_mkey(std::uint32_t key)
 {
 	std::lock_guard lock(impl_->mu);
-	Object *o = impl_->find(key);
+	/* The object, whatever tag a UMR gave it since (as mlx5dv_destroy_mkey). */
+	const std::uint32_t i = index_of(key);
+	Object *o = i && i < kIndices ? &impl_->objects[i] : nullptr;
 	if (!o || o->kind != Kind::Mkey)
 		return make_error(EINVAL, fmt("mlx5 model destroy_mkey: %#x is not an mkey", key));
 	*o = Object{};
@@ -310,8 +315,13 @@ Status Mlx5Model::post_wqe(std::span<const std::byte> wqe, std::uint64_t wr_id)
 	if (impl_->sq_used + wqebbs > opt.sq_wqebbs)
 		return make_error(ENOMEM, "mlx5 model post: the UMR QP's send queue is full");
 	Object *key = impl_->find(d.mkey);
-	if (!key || key->kind != Kind::Mkey || d.mkey_tag != (d.mkey & 0xff))
+	if (!key || key->kind != Kind::Mkey)
 		return make_error(EINVAL, fmt("mlx5 model post: %#x is not an indirect mkey", d.mkey));
+	if (d.mkey_tag != (d.mkey & 0xff) &&
+	    (!key->update_tag || !(d.mkey_mask & MLX5_WQE_UMR_CTRL_MKEY_MASK_MKEY)))
+		return make_error(EINVAL, fmt("mlx5 model post: UMR changes key %#x's tag to %#x, but "
+					      "the key was not created with UPDATE_TAG",
+					      d.mkey, d.mkey_tag));
 	if (d.klms.size() > key->max_entries)
 		return make_error(EINVAL, fmt("mlx5 model post: %zu KLMs exceed key %#x's %u entries",
 					      d.klms.size(), d.mkey, key->max_entries));
@@ -347,6 +357,10 @@ void Mlx5Model::Impl::apply(Pending &p)
 	Object *key = find(p.umr.mkey);
 	if (!key || key->kind != Kind::Mkey)
 		return;
+	/* The key's number changes here: requests that still carry the old
+	 * one fail the tag check from now on, as on mlx5. */
+	if (p.umr.mkey_mask & MLX5_WQE_UMR_CTRL_MKEY_MASK_MKEY)
+		key->tag = p.umr.mkey_tag;
 	key->free = p.umr.free;
 	if (p.umr.free) {
 		key->klms.clear();

@@ -4,8 +4,9 @@
  * Mlx5Model: a MODEL of an mlx5 device's memory keys, for the host tests
  * (there is no ConnectX on these machines). It implements the seam
  * (device.hpp) and enforces what shared/MLX5.md §5(b) lists:
- *  - keys: index << 8 | tag, indices reused LIFO, tag always 0 -- so a stale
- *    key can name a new object, as on hardware;
+ *  - keys: index << 8 | tag, indices reused LIFO, tag 0 at creation -- so a
+ *    stale key can name a new object, as on hardware -- and changed only by
+ *    a UMR with the MKEY mask bit on a key made with UPDATE_TAG;
  *  - post-time checks: the bytes decode as a UMR (umr_wqe.hpp), INLINE set,
  *    KLMs within the inline capacity, allowed mask bits only, QP in RTS, SQ
  *    slots, byte_count <= 2 GiB, LEN == sum of the KLMs (the rdma-core 44
@@ -65,6 +66,10 @@ struct ModelOptions {
 	 *  access; false: it discards writes as a null MR does ("poison
 	 *  refusal", the fallback's reason: DriverOptions::poison_refused). */
 	bool poison_refused = true;
+	/** Keys are created with UPDATE_TAG (caps().update_tag): a UMR with the
+	 *  MKEY mask bit gives the key a new tag, so its old number stops
+	 *  working; false: a tag change is refused at post (EINVAL). */
+	bool update_tag = true;
 };
 
 /** How an injected UMR failure leaves the key. */

@@ -59,6 +59,9 @@ struct Rig {
 	std::unique_ptr<Device> dev;
 	std::unique_ptr<test::Loopback> rdma;
 	DeviceCaps caps;
+	/** The "poison refusal" finding: the scenarios run the driver with
+	 *  MRSYNC_MLX5_F_HOLES_FREE_KEY when the device does not refuse. */
+	bool poison_refused = true;
 	std::uint64_t wr = 0;
 	std::uint16_t pi = 0;
 
@@ -159,10 +162,35 @@ void findings(Rig &r)
 	std::memset(buf.base, 0, buf.len);
 	if (poison && holed && r.configure(*holed, 0, {{*poison, 0, std::uint32_t(kPage)}}) == 0) {
 		const bool accepted = r.rdma->write(*holed, nullptr, data);
-		finding("poison refusal", accepted ? "NOT refused: holes must use holes_ok=false "
-						     "and LOCAL_INV (docs/mlx5.md)"
+		r.poison_refused = !accepted;
+		finding("poison refusal", accepted ? "NOT refused: run the driver with "
+						     "MRSYNC_MLX5_F_HOLES_FREE_KEY (the scenarios "
+						     "below do; docs/mlx5.md)"
 						   : "refused (" + std::to_string(r.rdma->last_status()) +
 							     "): holes may point at a free key");
+	}
+	/* Tag rotation: the driver parks a destroyed key under its next tag in
+	 * the invalidating UMR, so the old rkey must stop working. */
+	if (!r.caps.update_tag) {
+		finding("tag rotation", "mkeys cannot be created with UPDATE_TAG: destroyed keys are "
+					"reused under the same number after the quarantine");
+	} else if (auto tagged = r.dev->create_mkey(4); tagged) {
+		const Klm one{leaf->key, buf.va(), std::uint32_t(kPage)};
+		UmrSpec park{.mkey = *tagged, .invalidate = true};
+		park.new_tag = std::uint16_t((*tagged + 1) & 0xff);
+		const std::uint32_t renamed = (*tagged & ~0xffu) | park.new_tag;
+		const int parked = r.configure(*tagged, buf.va(), {one}) == 0 ? r.umr(park, {}) : -1;
+		const int again = parked == 0 ? r.configure(renamed, buf.va(), {one}) : -1;
+		const bool old_works = again == 0 && r.rdma->write(*tagged, buf.base, data);
+		const bool new_works = again == 0 && r.rdma->write(renamed, buf.base, data);
+		finding("tag rotation",
+			again != 0 ? "a UMR with a new tag FAILED (status " + std::to_string(parked) +
+					     "/" + std::to_string(again) + ")"
+			: !old_works && new_works
+				? "works: after the parking UMR the old key is refused, the new one works"
+				: std::string("old key ") + (old_works ? "still works" : "refused") +
+					  ", new key " + (new_works ? "works" : "refused"));
+		(void)r.dev->destroy_mkey(renamed);
 	}
 	/* Leaf remote rights: a LOCAL_WRITE-only leaf behind a REMOTE_WRITE key. */
 	auto local_only = r.dev->reg_mr(buf.va(8), kPage, MRSYNC_ACCESS_LOCAL_WRITE);
@@ -219,6 +247,7 @@ void scenarios(Rig &r)
 	mrsync_mlx5_params mp = MRSYNC_MLX5_PARAMS_INIT;
 	mp.context = r.ctx;
 	mp.pd = r.pd;
+	mp.flags = r.poison_refused ? 0 : MRSYNC_MLX5_F_HOLES_FREE_KEY;
 	mrsync_params params = MRSYNC_PARAMS_INIT;
 	params.driver = "mlx5";
 	params.driver_arg = &mp;

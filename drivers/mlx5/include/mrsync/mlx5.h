@@ -21,6 +21,7 @@
 #ifndef MRSYNC_MLX5_H
 #define MRSYNC_MLX5_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <mrsync/mrsync.h>
@@ -39,7 +40,22 @@ struct mrsync_mlx5_params {
 	struct ibv_context *context;   /**< opened with mlx5dv_open_device(DEVX); NULL = own */
 	struct ibv_pd *pd;             /**< the PD of the keys, in context; NULL = own */
 	const char *device;            /**< with context NULL: device name; NULL = first mlx5 */
+	uint32_t flags;                /**< MRSYNC_MLX5_F_*; a struct_size that ends before it reads as 0 */
 };
+
+/**
+ * The device does not refuse DMA through a KLM that names a never-configured
+ * indirect key (test/hw/mlx5 prints this as "poison refusal: NOT refused").
+ * A hole (a page being replaced, or unmapped) then cannot refuse DMA by
+ * itself, so the driver makes the registration's whole key free while it has
+ * a hole (every access through it is refused, none is discarded) and
+ * configures it again, same number, once every hole is filled. Without it the
+ * driver assumes the hardware refuses (the model's and the PRM's reading).
+ */
+#define MRSYNC_MLX5_F_HOLES_FREE_KEY (1u << 0)
+
+/** The size of the struct before `flags`: callers built against it keep working. */
+#define MRSYNC_MLX5_PARAMS_SIZE_V1 (offsetof(struct mrsync_mlx5_params, device) + sizeof(const char *))
 
 #define MRSYNC_MLX5_PARAMS_INIT {.struct_size = sizeof(struct mrsync_mlx5_params)}
 

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* struct mrsync_mlx5_params as the driver reads it (no device needed: the
+ * arguments are read before one is opened): the defaults, the holes flag
+ * that test/hw/mlx5's "poison refusal" finding calls for, the struct of the
+ * size before `flags`, and clear errors for what it cannot be. */
+#include <cerrno>
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include "hw_device.hpp"
+
+namespace mrsync::mlx5 {
+namespace {
+
+TEST(Mlx5Params, NoParamsAndTheInitializerMeanTheHardwareRefusesThroughAHole)
+{
+	auto none = driver_options(nullptr);
+	ASSERT_TRUE(none);
+	EXPECT_TRUE(none->poison_refused);
+	mrsync_mlx5_params p = MRSYNC_MLX5_PARAMS_INIT;
+	auto init = driver_options(&p);
+	ASSERT_TRUE(init);
+	EXPECT_TRUE(init->poison_refused);
+	EXPECT_EQ(init->fence_timeout, DriverOptions{}.fence_timeout);
+}
+
+TEST(Mlx5Params, TheHolesFlagMakesAKeyWithAHoleFree)
+{
+	mrsync_mlx5_params p = MRSYNC_MLX5_PARAMS_INIT;
+	p.flags = MRSYNC_MLX5_F_HOLES_FREE_KEY;
+	p.fence_timeout_ms = 250;
+	auto o = driver_options(&p);
+	ASSERT_TRUE(o);
+	EXPECT_FALSE(o->poison_refused);
+	EXPECT_EQ(o->fence_timeout, std::chrono::milliseconds(250));
+}
+
+TEST(Mlx5Params, AStructOfTheSizeBeforeFlagsReadsNoFlags)
+{
+	/* What a caller built against the older header passes: its struct ends
+	 * before `flags`, and whatever lies beyond it is not the caller's. */
+	mrsync_mlx5_params p = MRSYNC_MLX5_PARAMS_INIT;
+	p.struct_size = MRSYNC_MLX5_PARAMS_SIZE_V1;
+	p.flags = 0xdeadbeef;
+	auto o = driver_options(&p);
+	ASSERT_TRUE(o) << o.error().message;
+	EXPECT_TRUE(o->poison_refused);
+}
+
+TEST(Mlx5Params, BadSizesAndUnknownFlagsAreRefusedByName)
+{
+	mrsync_mlx5_params p = MRSYNC_MLX5_PARAMS_INIT;
+	p.struct_size = 4;
+	auto small = driver_options(&p);
+	ASSERT_FALSE(small);
+	EXPECT_EQ(small.error().code, EINVAL);
+	EXPECT_NE(small.error().message.find("struct_size"), std::string::npos)
+		<< small.error().message;
+	p = MRSYNC_MLX5_PARAMS_INIT;
+	p.flags = MRSYNC_MLX5_F_HOLES_FREE_KEY | 0x80;
+	auto unknown = driver_options(&p);
+	ASSERT_FALSE(unknown);
+	EXPECT_EQ(unknown.error().code, EINVAL);
+	EXPECT_NE(unknown.error().message.find("flags has unknown bits 0x80"), std::string::npos)
+		<< unknown.error().message;
+}
+
+} // namespace
+} // namespace mrsync::mlx5
