@@ -197,6 +197,8 @@ struct Engine::Impl {
 	/** Asks the translator for `pieces` and checks each is live (kDiscard
 	 *  passes); returns the refusal. Under the submission lock. */
 	int translate(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool to_memory);
+	/** Queues request idx's SQEs from `pieces` (a NOP when refused or
+	 *  when no piece needs the kernel). */
 	void emit(std::uint32_t idx, bool refused, bool to_memory, bool async);
 	/** Puts request idx (Reserved) in flight under the submission lock:
 	 *  translates, stamps its ticket, emits its SQEs; returns the refusal. */

@@ -93,7 +93,7 @@ int Engine::Impl::launch(std::uint32_t idx, std::uint32_t key, std::uint64_t va,
 	counters.dma_submitted++;
 	if (refusal)
 		counters.dma_refused++;
-	emit(idx, refusal != 0 || sqes == 0, to_memory, async);
+	emit(idx, refusal != 0, to_memory, async);
 	return refusal;
 }
 
@@ -158,18 +158,13 @@ int Engine::Impl::translate(std::uint32_t key, std::uint64_t va, std::uint64_t l
 	return EFAULT;
 }
 
-void Engine::Impl::emit(std::uint32_t idx, bool nop, bool to_memory, bool async)
+void Engine::Impl::emit(std::uint32_t idx, bool refused, bool to_memory, bool async)
 {
-	if (nop) {
-		io_uring_sqe *sqe = next_sqe();
-		io_uring_prep_nop(sqe);
-		io_uring_sqe_set_data64(sqe, idx);
-		return;
-	}
 	const detail::Request &req = reqs[idx];
 	const std::uint64_t wire = req.chunk * detail::kChunk;
 	std::uint64_t done = 0;
-	for (const Piece &p : pieces) {
+	bool moved = false;
+	for (const Piece &p : refused ? std::span<const Piece>{} : std::span<const Piece>(pieces)) {
 		const std::uint64_t at = done;
 		done += p.len;
 		if (p.backing == kDiscard) {
@@ -196,7 +191,15 @@ void Engine::Impl::emit(std::uint32_t idx, bool nop, bool to_memory, bool async)
 		sqe->flags |= IOSQE_FIXED_FILE | (async ? IOSQE_ASYNC : 0);
 		io_uring_sqe_set_data64(sqe, idx);
 		counters.sqes++;
+		moved = true;
 	}
+	if (moved)
+		return;
+	/* Refused, or nothing for the kernel: the completion still comes
+	 * through the CQ, carried by a NOP. */
+	io_uring_sqe *sqe = next_sqe();
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data64(sqe, idx);
 }
 
 io_uring_sqe *Engine::Impl::next_sqe()

@@ -189,6 +189,9 @@ TEST_F(EngineTest, DiscardedPiecesSwallowWritesAndReadAsZeros)
 	EXPECT_EQ(dma(false, 1, mem.va(), back), int(2 * kPage));
 	EXPECT_TRUE(all_bytes({back.data(), kPage}, std::byte{0}));
 	EXPECT_TRUE(same({back.data() + kPage, kPage}, mem.page(1)));
+	std::fill(back.begin(), back.end(), std::byte{0xff});
+	EXPECT_EQ(dma(false, 2, mem.va(), back), int(2 * kPage)) << "all discarded";
+	EXPECT_TRUE(all_bytes(back, std::byte{0}));
 
 	std::vector<std::byte> burst_back(2 * kPage, std::byte{0xff});
 	const DmaOp ops[] = {
