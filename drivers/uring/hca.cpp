@@ -1,17 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* The driver operations of the io_uring HCA: backings are registered-buffer
- * slots, registrations are keys with an extent list. The kernel's slot table
- * and our extent lists together are the device's translation table. */
+/* The driver operations of the io_uring HCA: backings are the DMA engine's
+ * registered-buffer slots, registrations are keys with an extent list. The
+ * kernel's slot table and our extent lists together are the device's
+ * translation table; the translator below reads the lists for the engine. */
 #include "uring_pvt.hpp"
 
 #include "extent_list.hpp"
-
-#include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/uio.h>
+#include "format.hpp"
 
 #include <cinttypes>
-#include <cstring>
 
 #include <mrsync/mrsync.h>
 
@@ -19,56 +16,9 @@ namespace mrsync::uring {
 
 namespace {
 
-using detail::fmt;
+using ::mrsync::detail::fmt;
 
-/* Checks what pin() and create() share: a non-empty, page-aligned range
- * that does not wrap and is not larger than `max`. */
-Status check_range(const char *op, std::uint64_t va, std::uint64_t len, std::uint64_t max)
-{
-	const char *bad = nullptr;
-	if (len == 0)
-		bad = "zero length";
-	else if (va % kEntryGranularity || len % kEntryGranularity)
-		bad = "not page-aligned (4096)";
-	else if (va + len < va)
-		bad = "wraps around the address space";
-	else if (len > max)
-		bad = "larger than the 1 GiB a registered buffer may hold";
-	if (!bad)
-		return {};
-	return make_error(EINVAL, fmt("uring %s [%#" PRIx64 ", +%#" PRIx64 "): %s", op, va, len,
-				       bad));
-}
-
-std::string memlock_limit()
-{
-	rlimit rl{};
-	if (::getrlimit(RLIMIT_MEMLOCK, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-		return "unlimited";
-	return fmt("%llu KiB", (unsigned long long)rl.rlim_cur / 1024);
-}
-
-Error pin_error(int err, std::uint64_t va, std::uint64_t len, std::uint64_t pinned)
-{
-	const auto end = va + len;
-	switch (err) {
-	case EFAULT:
-	case EOPNOTSUPP: /* file-backed memory the kernel will not long-term pin */
-		return make_error(EFAULT, fmt("uring pin [%#" PRIx64 ", %#" PRIx64 "): not mapped "
-					       "or not pinnable (%s)",
-					       va, end, detail::errno_text(err).c_str()));
-	case ENOMEM:
-		return make_error(ENOMEM,
-				  fmt("uring pin [%#" PRIx64 ", %#" PRIx64 "): RLIMIT_MEMLOCK reached "
-				       "(limit %s, %" PRIu64 " bytes already pinned by this HCA); "
-				       "raise it with `ulimit -l`, LimitMEMLOCK= in the systemd unit, "
-				       "or run with CAP_IPC_LOCK",
-				       va, end, memlock_limit().c_str(), pinned));
-	default:
-		return make_error(err, fmt("uring pin [%#" PRIx64 ", %#" PRIx64 "): %s", va, end,
-					    detail::errno_text(err).c_str()));
-	}
-}
+constexpr std::uint32_t kWriteAccess = MRSYNC_ACCESS_LOCAL_WRITE | MRSYNC_ACCESS_REMOTE_WRITE;
 
 } // namespace
 
@@ -88,147 +38,43 @@ DriverCaps Hca::caps() const noexcept
 			  .keys_survive_map = true};
 }
 
-bool Hca::Impl::take_free_slot(std::uint32_t &slot, std::uint32_t &gen) noexcept
-{
-	std::lock_guard lock(backing_mu);
-	if (free_slots.empty())
-		return false;
-	slot = free_slots.back();
-	free_slots.pop_back();
-	auto &s = slots[slot];
-	s.state = detail::SlotState::Pinning;
-	s.written.store(false, std::memory_order_relaxed);
-	s.gen = (s.gen + 1) % detail::kGenLimit;
-	gen = s.gen;
-	return true;
-}
-
 Result<BackingId> Hca::pin(std::uint64_t va, std::uint64_t len)
 {
-	if (auto st = check_range("pin", va, len, kMaxBackingBytes); !st)
-		return std::move(st).error();
-	if (impl_->abandoned)
-		return make_error(ESHUTDOWN, "uring pin: the HCA was abandoned (fork child)");
 	std::lock_guard control(impl_->control_mu);
-
-	std::uint32_t slot = 0, gen = 0;
-	if (!impl_->take_free_slot(slot, gen)) {
-		/* Slots come back with their release tags: collect those first. */
-		impl_->collect();
-		if (!impl_->take_free_slot(slot, gen))
-			return make_error(ENOSPC, fmt("uring pin [%#" PRIx64 ", %#" PRIx64 "): all %u "
-						       "slots are pinned or awaiting their release tag",
-						       va, va + len, kMaxBackings));
-	}
-
-	/* A non-zero tag makes the kernel post a CQE when it drops this buffer
-	 * after its last user: that CQE, not unpin(), ends the pin. */
-	__u64 tag = detail::kTagBit | std::uint64_t(gen) << 32 | slot;
-	iovec iov{reinterpret_cast<void *>(va), std::size_t(len)};
-	const int rc = io_uring_register_buffers_update_tag(impl_->ring.get(), slot, &iov, &tag, 1);
-	auto &s = impl_->slots[slot];
-	{
-		std::lock_guard lock(impl_->backing_mu);
-		if (rc != 1) {
-			s.state = detail::SlotState::Free;
-			impl_->free_slots.push_back(slot);
-		} else {
-			s.va = va;
-			s.len = len;
-			s.state = detail::SlotState::Pinned;
-		}
-	}
-	if (rc != 1)
-		return pin_error(rc < 0 ? -rc : EIO, va, len, impl_->counters.pinned_bytes.load());
-
-	impl_->counters.pinned_bytes += len;
-	const BackingId id = detail::backing_id(slot, gen);
-	s.live.store(id, std::memory_order_release);
-	return id;
+	return impl_->engine->pin(va, len);
 }
 
 void Hca::unpin(BackingId backing) noexcept
 {
-	if (impl_->abandoned || backing == kNoBacking)
+	if (backing == kNoBacking || impl_->engine->abandoned())
 		return;
 	std::lock_guard control(impl_->control_mu);
-	const std::uint32_t slot = backing & detail::kSlotMask;
-	auto &s = impl_->slots[slot];
-	{
-		std::lock_guard lock(impl_->backing_mu);
-		if (s.state != detail::SlotState::Pinned || detail::backing_id(slot, s.gen) != backing) {
-			MRSYNC_LOG(error, "uring", "unpin of backing %#x, which is not pinned", backing);
-			return;
-		}
-		s.state = detail::SlotState::Releasing;
-	}
-	/* Under the submission lock: any request that found the backing live
-	 * has been submitted, so the kernel holds the old buffer for it and the
-	 * release tag cannot come (nor the slot be reused) before it ends. */
-	{
-		std::lock_guard lock(impl_->submit_mu);
-		s.live.store(kNoBacking, std::memory_order_relaxed);
-	}
-	impl_->counters.slots_releasing++;
-	/* While our pin still holds the pages (the kernel drops them after the
-	 * update below), like unpin_user_pages_dirty_lock() at an MR's end. */
-	if (impl_->options.dirty_on_unpin && s.written.exchange(false, std::memory_order_relaxed))
-		impl_->dirty_resident(s.va, s.len);
-
-	iovec none{nullptr, 0};
-	__u64 no_tag = 0;
-	const int rc = io_uring_register_buffers_update_tag(impl_->ring.get(), slot, &none, &no_tag, 1);
-	if (rc == 1)
-		return;
-	/* The kernel still holds the buffer: keep it usable rather than leak a
-	 * slot in a state nothing would ever leave. */
-	MRSYNC_LOG(error, "uring", "emptying slot %u: %s; backing %#x stays pinned", slot,
-			  detail::errno_text(rc < 0 ? -rc : EIO).c_str(), backing);
-	{
-		std::lock_guard lock(impl_->backing_mu);
-		s.state = detail::SlotState::Pinned;
-	}
-	impl_->counters.slots_releasing--;
-	s.live.store(backing, std::memory_order_release);
+	impl_->engine->unpin(backing);
 }
 
-/* Marks dirty the pages of [va, va + len) that are still mapped, through the
- * application's mapping (the kernel offers user space no way to dirty the
- * pinned pages themselves). A page still mapped there is the pinned one
- * unless a change replaced it, and a replaced page is one nobody sees any
- * more. Pages not resident are skipped: populating them would undo the
- * application's MADV_DONTNEED. MADV_POPULATE_WRITE changes no byte; it fails
- * harmlessly on a read-only or unmapped range. */
-void Hca::Impl::dirty_resident(std::uint64_t va, std::uint64_t len) noexcept
+int Hca::Impl::translate(std::uint32_t key, std::uint64_t va, std::uint64_t len,
+			 bool into_memory, std::vector<dma::Piece> &out)
 {
-	const std::uint64_t pages = len / kEntryGranularity;
-	std::vector<unsigned char> resident;
-	try {
-		resident.resize(pages);
-	} catch (...) {
-		return;
-	}
-	if (::mincore(reinterpret_cast<void *>(va), len, resident.data()) != 0)
-		return;
-	for (std::uint64_t i = 0; i < pages;) {
-		if (!(resident[i] & 1)) {
-			++i;
-			continue;
-		}
-		std::uint64_t j = i;
-		while (j < pages && (resident[j] & 1))
-			++j;
-		(void)::madvise(reinterpret_cast<void *>(va + i * kEntryGranularity),
-				(j - i) * kEntryGranularity, MADV_POPULATE_WRITE);
-		i = j;
-	}
+	auto it = regs.find(key);
+	if (it == regs.end())
+		return EINVAL;
+	const detail::Registration &reg = it->second;
+	if (into_memory && !(reg.access & kWriteAccess))
+		return EACCES;
+	if (va < reg.va || len > reg.len || va - reg.va > reg.len - len)
+		return EFAULT;
+	/* kNoBacking pieces go too: the engine refuses them with the retired
+	 * slots, before any byte moves. */
+	detail::for_each_piece(reg, va, len, [&](const Extent &e, std::uint64_t at, std::uint64_t n) {
+		out.push_back({e.backing, at, n});
+	});
+	return 0;
 }
 
 Status Hca::Impl::check_translation(const detail::Registration &reg,
 				    std::span<const Extent> extents, std::uint64_t from,
 				    std::uint64_t to)
 {
-	std::lock_guard lock(backing_mu);
 	std::uint64_t expect = from;
 	for (std::size_t i = 0; i < extents.size(); ++i) {
 		const Extent &e = extents[i];
@@ -246,18 +92,17 @@ Status Hca::Impl::check_translation(const detail::Registration &reg,
 		expect += e.length;
 		if (e.backing == kNoBacking)
 			continue;
-		const std::uint32_t slot = e.backing & detail::kSlotMask;
-		const auto &s = slots[slot];
-		if (s.state != detail::SlotState::Pinned || detail::backing_id(slot, s.gen) != e.backing)
+		std::uint64_t s_va = 0, s_len = 0;
+		if (!engine->pinned_range(e.backing, s_va, s_len))
 			return make_error(EINVAL, fmt("uring translation: extent %zu names backing %#x, "
 						       "which is not pinned",
 						       i, e.backing));
 		const std::uint64_t va = reg.va + e.offset;
-		if (va < s.va || va + e.length > s.va + s.len)
+		if (va < s_va || va + e.length > s_va + s_len)
 			return make_error(EINVAL, fmt("uring translation: extent %zu [%#" PRIx64
 						       ", %#" PRIx64 ") lies outside backing %#x [%#" PRIx64
 						       ", %#" PRIx64 ")",
-						       i, va, va + e.length, e.backing, s.va, s.va + s.len));
+						       i, va, va + e.length, e.backing, s_va, s_va + s_len));
 	}
 	if (expect != to && from == 0 && to == reg.len)
 		return make_error(EINVAL, fmt("uring translation covers %#" PRIx64 " of %#" PRIx64
@@ -273,7 +118,7 @@ Status Hca::Impl::check_translation(const detail::Registration &reg,
 Result<Keys> Hca::create(std::uint64_t va, std::uint64_t len, std::uint32_t access,
 			 std::span<const Extent> translation)
 {
-	if (auto st = check_range("create", va, len, UINT64_MAX); !st)
+	if (auto st = dma::check_range("uring", "create", va, len, UINT64_MAX); !st)
 		return std::move(st).error();
 	if (access & ~std::uint32_t(MRSYNC_ACCESS_ALL))
 		return make_error(EINVAL, fmt("uring create: unknown access bits %#x", access));
@@ -290,10 +135,10 @@ Result<Keys> Hca::create(std::uint64_t va, std::uint64_t len, std::uint32_t acce
 		++key;
 	impl_->next_key = key + 1;
 	{
-		std::lock_guard lock(impl_->submit_mu);
+		auto lock = impl_->engine->hold_submission();
 		impl_->regs.emplace(key, std::move(reg));
 	}
-	impl_->counters.registrations++;
+	impl_->registrations++;
 	return Keys{key, key};
 }
 
@@ -311,7 +156,7 @@ Result<Keys> Hca::map(Keys keys, std::span<const Extent> translation)
 	{
 		/* The whole swap under the lock DMA translates under: a request
 		 * sees the old list or the new one, never a mix. */
-		std::lock_guard lock(impl_->submit_mu);
+		auto lock = impl_->engine->hold_submission();
 		it->second.extents.swap(fresh);
 	}
 	return keys; /* the old list is freed here, outside the lock */
@@ -357,7 +202,7 @@ Result<Keys> Hca::map_changed(Keys keys, std::span<const Extent> translation,
 	}
 	/* Under the lock DMA translates under: a request sees the old list or
 	 * the new one, never a mix. Each splice moves the list's tail at most. */
-	std::lock_guard lock(impl_->submit_mu);
+	auto lock = impl_->engine->hold_submission();
 	for (const auto &w : windows) {
 		const std::uint64_t from = w.front().offset;
 		::mrsync::detail::splice_extents(reg.extents, from, w.back().offset + w.back().length - from,
@@ -371,44 +216,86 @@ void Hca::destroy(Keys keys) noexcept
 	std::lock_guard control(impl_->control_mu);
 	decltype(impl_->regs)::node_type gone;
 	{
-		std::lock_guard lock(impl_->submit_mu);
+		auto lock = impl_->engine->hold_submission();
 		gone = impl_->regs.extract(keys.lkey);
 	}
 	if (gone)
-		impl_->counters.registrations--;
+		impl_->registrations--;
 }
 
 Status Hca::fence()
 {
-	if (impl_->abandoned)
-		return make_error(ESHUTDOWN, "uring fence: the HCA was abandoned (fork child)");
-	return impl_->fence_until(detail::Clock::now() + std::chrono::minutes(1));
+	return impl_->engine->fence();
 }
 
 void Hca::abandon() noexcept
 {
-	impl_->close_without_unregistering();
+	impl_->engine->abandon();
 }
 
 HcaStats Hca::stats() const noexcept
 {
-	const auto &c = impl_->counters;
-	std::uint32_t free_slots = 0;
-	{
-		/* From the free stack itself, so a slot lost on an error path shows. */
-		std::lock_guard lock(impl_->backing_mu);
-		free_slots = std::uint32_t(impl_->free_slots.size());
-	}
-	return HcaStats{.pinned_bytes = c.pinned_bytes.load(),
-			.slots_in_use = kMaxBackings - free_slots,
-			.slots_releasing = c.slots_releasing.load(),
-			.registrations = c.registrations.load(),
-			.dma_submitted = c.dma_submitted.load(),
-			.dma_completed = c.dma_completed.load(),
-			.dma_refused = c.dma_refused.load(),
-			.sqes = c.sqes.load(),
-			.release_tags = c.release_tags.load(),
-			.submits = c.submits.load()};
+	HcaStats s = impl_->engine->stats();
+	s.registrations = impl_->registrations.load();
+	return s;
+}
+
+/* The DMA API is the engine's; the HCA's keys are what it translates. */
+
+Status Hca::write(std::uint32_t lkey, std::uint64_t va, std::span<const std::byte> src,
+		  std::uint64_t user_data)
+{
+	return impl_->engine->write(lkey, va, src, user_data);
+}
+
+Status Hca::read(std::uint32_t lkey, std::uint64_t va, std::span<std::byte> dst,
+		 std::uint64_t user_data)
+{
+	return impl_->engine->read(lkey, va, dst, user_data);
+}
+
+Status Hca::burst(std::span<const DmaOp> ops, std::span<int> results)
+{
+	return impl_->engine->burst(ops, results);
+}
+
+std::size_t Hca::poll(std::span<Completion> out)
+{
+	return impl_->engine->poll(out);
+}
+
+Result<Completion> Hca::wait_one(std::chrono::milliseconds timeout)
+{
+	return impl_->engine->wait_one(timeout);
+}
+
+Result<Completion> Hca::wait(std::uint64_t user_data, std::chrono::milliseconds timeout)
+{
+	return impl_->engine->wait(user_data, timeout);
+}
+
+Status Hca::wait_releases(std::chrono::milliseconds timeout)
+{
+	return impl_->engine->wait_releases(timeout);
+}
+
+Result<std::unique_ptr<Hca>> Hca::create(const HcaOptions &options)
+{
+	auto impl = std::make_unique<Impl>();
+	const dma::EngineOptions engine_options{.name = "uring",
+						.queue_depth = options.queue_depth,
+						.staging_bytes = options.staging_bytes,
+						.dirty_on_unpin = options.dirty_on_unpin};
+	auto engine = dma::Engine::create(engine_options, *impl);
+	if (!engine)
+		return std::move(engine).error();
+	impl->engine = std::move(engine).value();
+	return std::unique_ptr<Hca>(new Hca(std::move(impl)));
+}
+
+bool Hca::available(std::string &why)
+{
+	return dma::Engine::available(why);
 }
 
 namespace {

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The mlx5 model (mlx5_model.hpp): the key table, the UMR QP and its
- * engine, and the per-packet data path over a uring Hca. */
+ * engine, and the per-packet data path: the model is the DMA engine's
+ * translator (drivers/dma_engine), each packet one engine request whose
+ * pieces are the leaf MRs' slots the KLM walk reaches. */
 #include "mlx5_model.hpp"
 
 #include <infiniband/mlx5dv.h>
@@ -13,8 +15,7 @@
 #include <random>
 
 #include <mrsync/mrsync.h>
-#include <mrsync/uring.hpp>
-
+#include "dma_engine.hpp"
 #include "format.hpp"
 
 namespace mrsync::mlx5 {
@@ -48,8 +49,7 @@ struct Object {
 	std::uint32_t access = 0;
 	/* Mr */
 	std::uint64_t addr = 0, len = 0;
-	BackingId backing = kNoBacking;
-	std::uint32_t hca_key = 0;
+	BackingId backing = kNoBacking; /**< the leaf's engine slot */
 	/* Mkey */
 	std::uint32_t max_entries = 0;
 	bool update_tag = false; /**< created with UPDATE_TAG */
@@ -78,9 +78,10 @@ std::uint32_t index_of(std::uint32_t key)
 
 } // namespace
 
-struct Mlx5Model::Impl {
+/* Locks: the engine's submission lock, then mu (translate() is called under
+ * the former and takes the latter); the engine is never called under mu. */
+struct Mlx5Model::Impl final : dma::Translator {
 	ModelOptions options;
-	std::unique_ptr<uring::Hca> hca;
 	mutable std::mutex mu;
 	std::mt19937_64 rng;
 	std::vector<Object> objects{kIndices};
@@ -123,11 +124,25 @@ struct Mlx5Model::Impl {
 	void execute_head();
 	void apply(Pending &p);
 	void fail_head(int status);
-	int translate(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool write,
-		      std::uint32_t depth, std::vector<Piece> &out);
+	int walk(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool write,
+		 std::uint32_t depth, std::vector<Piece> &out);
+	/** One packet: a UMR may take effect first, then the KLM walk; the
+	 *  leaves it reaches become engine pieces (a null MR's: kDiscard).
+	 *  Returns an ibv_wc_status. Takes mu. */
+	int packet(std::uint32_t rkey, std::uint64_t va, std::uint64_t len, bool write,
+		   std::vector<dma::Piece> &out);
+	int translate(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool into_memory,
+		      std::vector<dma::Piece> &out) override
+	{
+		return packet(key, va, len, into_memory, out) == kWcSuccess ? 0 : EACCES;
+	}
 	int transfer(PeerQp &qp, std::uint32_t rkey, std::uint64_t va, std::byte *buf,
 		     std::uint64_t len, bool write);
 	std::string referenced_by(std::uint32_t key) const;
+
+	/* Declared last, destroyed first: it drains DMA while the model that
+	 * translates for it is whole. */
+	std::unique_ptr<dma::Engine> engine;
 };
 
 Mlx5Model::Mlx5Model(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
@@ -146,10 +161,10 @@ Result<std::unique_ptr<Mlx5Model>> Mlx5Model::create(const ModelOptions &options
 		impl->free_indices.push_back(i);
 	if (options.no_memory)
 		return std::unique_ptr<Mlx5Model>(new Mlx5Model(std::move(impl)));
-	auto hca = uring::Hca::create();
-	if (!hca)
-		return std::move(hca).error();
-	impl->hca = std::move(hca).value();
+	auto engine = dma::Engine::create({.name = "mlx5 model"}, *impl);
+	if (!engine)
+		return std::move(engine).error();
+	impl->engine = std::move(engine).value();
 	return std::unique_ptr<Mlx5Model>(new Mlx5Model(std::move(impl)));
 }
 
@@ -178,22 +193,16 @@ Result<MrHandle> Mlx5Model::reg_mr(std::uint64_t va, std::uint64_t len, std::uin
 		o.access = access;
 		return MrHandle{*key, va, len};
 	}
-	/* Pin and register outside the model lock: it is the slow part, and
-	 * the slot is not reachable by any key before it is in the table. */
-	auto backing = impl_->hca->pin(va, len);
+	/* Pin outside the model lock: it is the slow part, and the slot is
+	 * not reachable by any key before it is in the table. A leaf MR is
+	 * one engine slot. */
+	auto backing = impl_->engine->pin(va, len);
 	if (!backing)
 		return std::move(backing).error();
-	const Extent whole{0, len, *backing};
-	auto keys = impl_->hca->create(va, len, MRSYNC_ACCESS_ALL, {&whole, 1});
-	if (!keys) {
-		impl_->hca->unpin(*backing);
-		return std::move(keys).error();
-	}
 	std::lock_guard lock(impl_->mu);
 	auto key = impl_->take_index(Kind::Mr);
 	if (!key) {
-		impl_->hca->destroy(*keys);
-		impl_->hca->unpin(*backing);
+		impl_->engine->unpin(*backing);
 		return std::move(key).error();
 	}
 	Object &o = impl_->objects[index_of(*key)];
@@ -201,7 +210,6 @@ Result<MrHandle> Mlx5Model::reg_mr(std::uint64_t va, std::uint64_t len, std::uin
 	o.len = len;
 	o.access = access;
 	o.backing = *backing;
-	o.hca_key = keys->lkey;
 	return MrHandle{*key, va, len};
 }
 
@@ -251,12 +259,12 @@ Status Mlx5Model::dereg_mr(std::uint32_t key)
 		*o = Object{};
 		impl_->free_indices.push_back(index_of(key));
 	}
-	if (gone.kind == Kind::Mr && impl_->hca) {
-		/* As the kernel revokes an MR at dereg: no new DMA, and the pages
+	if (gone.kind == Kind::Mr && impl_->engine) {
+		/* As the kernel revokes an MR at dereg: no new DMA (a packet
+		 * translated from now on finds the slot retired), and the pages
 		 * are released once in-flight DMA is done (the release tag). */
-		impl_->hca->destroy(Keys{gone.hca_key, gone.hca_key});
-		impl_->hca->unpin(gone.backing);
-		if (auto st = impl_->hca->wait_releases(); !st)
+		impl_->engine->unpin(gone.backing);
+		if (auto st = impl_->engine->wait_releases(); !st)
 			return st;
 	}
 	return {};
@@ -464,8 +472,8 @@ Status Mlx5Model::reset_qp()
 
 void Mlx5Model::abandon() noexcept
 {
-	if (impl_->hca)
-		impl_->hca->abandon();
+	if (impl_->engine)
+		impl_->engine->abandon();
 }
 
 void Mlx5Model::settle()
@@ -496,8 +504,8 @@ ModelStats Mlx5Model::stats() const
 
 /* One packet's translation: walks the key's KLMs down to leaves, checking
  * at every level what the hardware checks. Returns an ibv_wc_status. */
-int Mlx5Model::Impl::translate(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool write,
-			       std::uint32_t depth, std::vector<Piece> &out)
+int Mlx5Model::Impl::walk(std::uint32_t key, std::uint64_t va, std::uint64_t len, bool write,
+			  std::uint32_t depth, std::vector<Piece> &out)
 {
 	const Object *o = find(key);
 	if (!o)
@@ -534,8 +542,8 @@ int Mlx5Model::Impl::translate(std::uint32_t key, std::uint64_t va, std::uint64_
 				violation(fmt("KLM of key %#x names %#x, deregistered and reused since "
 					      "the UMR: DMA lands in the new MR",
 					      index_of(key) << 8 | o->tag, h.klm.key));
-			if (int st = translate(h.klm.key, h.klm.addr + (from - start), to - from, write,
-					       depth + 1, out))
+			if (int st = walk(h.klm.key, h.klm.addr + (from - start), to - from, write,
+					  depth + 1, out))
 				return st;
 			if (options.tear_per_entry)
 				step();
@@ -543,6 +551,25 @@ int Mlx5Model::Impl::translate(std::uint32_t key, std::uint64_t va, std::uint64_
 		start = e_end;
 		if (start >= end)
 			break;
+	}
+	return kWcSuccess;
+}
+
+int Mlx5Model::Impl::packet(std::uint32_t rkey, std::uint64_t va, std::uint64_t len, bool write,
+			   std::vector<dma::Piece> &out)
+{
+	std::vector<Piece> leaves;
+	std::lock_guard lock(mu);
+	step(); /* a UMR may take effect between any two packets */
+	stats.packets++;
+	if (int status = this->walk(rkey, va, len, write, 0, leaves)) {
+		stats.packets_refused++;
+		return status;
+	}
+	for (const Piece &p : leaves) {
+		if (!p.leaf)
+			stats.bytes_discarded += p.len;
+		out.push_back({p.leaf ? p.leaf->backing : dma::kDiscard, p.addr, p.len});
 	}
 	return kWcSuccess;
 }
@@ -556,40 +583,34 @@ int Mlx5Model::Impl::transfer(PeerQp &qp, std::uint32_t rkey, std::uint64_t va, 
 	int status = kWcSuccess;
 	for (std::uint64_t done = 0; done < len && status == kWcSuccess;) {
 		const std::uint64_t n = std::min<std::uint64_t>(options.mtu, len - done);
-		std::vector<Piece> pieces;
-		std::lock_guard lock(mu);
-		step(); /* a UMR may take effect between any two packets */
-		stats.packets++;
-		status = translate(rkey, va + done, n, write, 0, pieces);
-		if (status) {
-			stats.packets_refused++;
+		if (!engine) { /* no_memory: nothing to move bytes through */
+			std::vector<dma::Piece> pieces;
+			status = packet(rkey, va + done, n, write, pieces);
+			for (const dma::Piece &p : pieces)
+				if (p.backing != dma::kDiscard)
+					status = kWcRemAccessErr;
+			done += n;
+			continue;
+		}
+		/* The engine translates the packet through packet() under its
+		 * submission lock, which dereg's unpin retires the slot under:
+		 * a packet that reached a leaf is in the kernel, holding the old
+		 * buffer, before the leaf's pages can go. */
+		const std::uint64_t ud = next_ud++;
+		int refusal = 0;
+		const Status st = write ? engine->write(rkey, va + done, {buf + done, n}, ud, &refusal)
+					: engine->read(rkey, va + done, {buf + done, n}, ud, &refusal);
+		if (!st) {
+			status = kWcGeneralErr;
 			break;
 		}
-		/* Submitted under the model lock: a dereg after this point finds
-		 * the DMA already in the kernel, holding the old buffer. */
-		std::uint64_t at = done;
-		for (const Piece &p : pieces) {
-			if (!p.leaf) {
-				stats.bytes_discarded += p.len;
-			} else if (!hca) {
-				status = kWcRemAccessErr;
-				break;
-			} else {
-				const std::uint64_t ud = next_ud++;
-				Status st = write ? hca->write(p.leaf->hca_key, p.addr, {buf + at, p.len}, ud)
-						  : hca->read(p.leaf->hca_key, p.addr, {buf + at, p.len}, ud);
-				if (!st) {
-					status = kWcGeneralErr;
-					break;
-				}
-				tickets.push_back(ud);
-			}
-			at += p.len;
-		}
+		tickets.push_back(ud);
+		if (refusal)
+			status = kWcRemAccessErr;
 		done += n;
 	}
 	for (std::uint64_t ud : tickets) {
-		auto c = hca->wait(ud);
+		auto c = engine->wait(ud);
 		if ((!c || c->result < 0) && status == kWcSuccess)
 			status = kWcRemAccessErr;
 	}

@@ -23,9 +23,12 @@
  *  - driver bugs it catches (violations()): dereg of an MR a live key still
  *    names, a KLM that reaches a deregistered-then-reused key, a missing
  *    fence bit.
- * Real memory: each leaf MR is an io_uring fixed-buffer slot of a uring Hca
- * (drivers/uring), and a packet is READ_FIXED/WRITE_FIXED into it, so a
- * stale translation really writes into pages the application no longer sees.
+ * Real memory: each leaf MR is a fixed-buffer slot of the io_uring DMA
+ * engine (drivers/dma_engine), which the uring HCA uses too. The model is
+ * the engine's translator: each packet is one engine request, translated by
+ * the KLM walk under the engine's submission lock into pieces of leaf slots,
+ * and moved by READ_FIXED/WRITE_FIXED into them, so a stale translation
+ * really writes into pages the application no longer sees.
  * Dereg empties the slot and waits for its release tag.
  * Thread safety: every call may come from any thread (one model lock).
  */

@@ -3,7 +3,8 @@
 #include "model_driver.hpp"
 
 #include <mrsync/mrsync.hpp>
-#include <mrsync/uring.hpp>
+
+#include "dma_engine.hpp"
 
 namespace mrsync::mlx5 {
 
@@ -21,7 +22,7 @@ namespace {
 
 bool available(std::string &why)
 {
-	return uring::Hca::available(why);
+	return dma::Engine::available(why);
 }
 
 Result<std::unique_ptr<Driver>> create(const DriverConfig &config)

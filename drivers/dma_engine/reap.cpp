@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The HCA's completion side. The CQ carries two kinds of entries: DMA
+/* The engine's completion side. The CQ carries two kinds of entries: DMA
  * completions (user_data = request index) and slot-release tags (kTagBit),
  * posted when the kernel drops a buffer after its last user.
  *
@@ -8,13 +8,13 @@
  * Blocking uses a leader: one thread waits in the kernel without the lock,
  * the others sleep on a condition variable; while a leader is out, nobody
  * else drains, so the CQE it was woken for is still there when it returns. */
-#include "uring_pvt.hpp"
+#include "engine_pvt.hpp"
 
 #include <algorithm>
 #include <csignal>
 #include <cstring>
 
-namespace mrsync::uring {
+namespace mrsync::dma {
 
 using detail::Progress;
 using detail::fmt;
@@ -27,11 +27,11 @@ constexpr auto kLeaderSlice = std::chrono::milliseconds(50);
 
 } // namespace
 
-Status Hca::Impl::reap_until(detail::PredRef pred, detail::Clock::time_point deadline,
+Status Engine::Impl::reap_until(detail::PredRef pred, detail::Clock::time_point deadline,
 			     const char *what)
 {
 	if (abandoned)
-		return make_error(ESHUTDOWN, "uring: the HCA was abandoned (fork child)");
+		return make_error(ESHUTDOWN, fmt("%s: abandoned (fork child)", options.name));
 	std::unique_lock lock(reap_mu);
 	for (;;) {
 		if (!leader)
@@ -40,13 +40,13 @@ Status Hca::Impl::reap_until(detail::PredRef pred, detail::Clock::time_point dea
 		case Progress::Done:
 			return {};
 		case Progress::Never:
-			return make_error(ENOENT, fmt("uring: no %s is outstanding", what));
+			return make_error(ENOENT, fmt("%s: no %s is outstanding", options.name, what));
 		case Progress::Pending:
 			break;
 		}
 		const auto now = detail::Clock::now();
 		if (now >= deadline)
-			return make_error(ETIMEDOUT, fmt("uring: timed out waiting for %s", what));
+			return make_error(ETIMEDOUT, fmt("%s: timed out waiting for %s", options.name, what));
 		if (leader) {
 			reap_cv.wait_until(lock, deadline);
 			continue;
@@ -61,7 +61,7 @@ Status Hca::Impl::reap_until(detail::PredRef pred, detail::Clock::time_point dea
 	}
 }
 
-void Hca::Impl::wait_kernel(detail::Clock::time_point deadline)
+void Engine::Impl::wait_kernel(detail::Clock::time_point deadline)
 {
 	const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
 				deadline - detail::Clock::now())
@@ -77,7 +77,7 @@ void Hca::Impl::wait_kernel(detail::Clock::time_point deadline)
 			reinterpret_cast<sigset_t *>(&arg), sizeof(arg));
 }
 
-void Hca::Impl::collect()
+void Engine::Impl::collect()
 {
 	if (abandoned)
 		return;
@@ -86,7 +86,7 @@ void Hca::Impl::collect()
 		drain_cq();
 }
 
-void Hca::Impl::drain_cq()
+void Engine::Impl::drain_cq()
 {
 	/* What is in the CQ now, plus once what overflowed (NODROP keeps it in
 	 * the kernel until an enter moves it over) -- bounded on purpose: under
@@ -110,12 +110,12 @@ void Hca::Impl::drain_cq()
 	}
 }
 
-void Hca::Impl::on_dma_cqe(std::uint64_t user_data, int res)
+void Engine::Impl::on_dma_cqe(std::uint64_t user_data, int res)
 {
 	const auto idx = std::uint32_t(user_data);
 	if (idx >= options.queue_depth ||
 	    reqs[idx].state.load(std::memory_order_acquire) != detail::ReqState::InFlight) {
-		MRSYNC_LOG(error, "uring", "CQE for request %u, which is not in flight", idx);
+		MRSYNC_LOG(error, options.name, "CQE for request %u, which is not in flight", idx);
 		return;
 	}
 	detail::Request &req = reqs[idx];
@@ -129,7 +129,7 @@ void Hca::Impl::on_dma_cqe(std::uint64_t user_data, int res)
 		finish(idx);
 }
 
-void Hca::Impl::finish(std::uint32_t idx)
+void Engine::Impl::finish(std::uint32_t idx)
 {
 	detail::Request &req = reqs[idx];
 	/* A short transfer cannot happen on a sized memfd; if it ever did, the
@@ -158,7 +158,7 @@ void Hca::Impl::finish(std::uint32_t idx)
 	counters.launched.fetch_sub(1, std::memory_order_release);
 }
 
-void Hca::Impl::on_release_tag(std::uint64_t tag)
+void Engine::Impl::on_release_tag(std::uint64_t tag)
 {
 	const auto slot = std::uint32_t(tag) & detail::kSlotMask;
 	const auto gen = std::uint32_t(tag >> 32) & ~std::uint32_t(detail::kTagBit >> 32);
@@ -167,7 +167,7 @@ void Hca::Impl::on_release_tag(std::uint64_t tag)
 		std::lock_guard lock(backing_mu);
 		auto &s = slots[slot];
 		if (s.state != detail::SlotState::Releasing || s.gen != gen) {
-			MRSYNC_LOG(error, "uring", "release tag for slot %u gen %u, which is not releasing", slot,
+			MRSYNC_LOG(error, options.name, "release tag for slot %u gen %u, which is not releasing", slot,
 					  gen);
 			return;
 		}
@@ -180,7 +180,7 @@ void Hca::Impl::on_release_tag(std::uint64_t tag)
 	counters.release_tags++;
 }
 
-Completion Hca::Impl::take(std::uint32_t fifo_pos) noexcept
+Completion Engine::Impl::take(std::uint32_t fifo_pos) noexcept
 {
 	const std::uint32_t idx = done.take(fifo_pos);
 	const Completion c{reqs[idx].user_data, reqs[idx].result};
@@ -188,14 +188,14 @@ Completion Hca::Impl::take(std::uint32_t fifo_pos) noexcept
 	return c;
 }
 
-void Hca::Impl::release_request(std::uint32_t idx) noexcept
+void Engine::Impl::release_request(std::uint32_t idx) noexcept
 {
 	reqs[idx].state.store(detail::ReqState::Free, std::memory_order_relaxed);
 	std::lock_guard lock(pool_mu);
 	free_reqs.push_back(idx);
 }
 
-Status Hca::Impl::fence_until(detail::Clock::time_point deadline)
+Status Engine::Impl::fence_until(detail::Clock::time_point deadline)
 {
 	std::uint64_t ticket = 0;
 	{
@@ -218,7 +218,7 @@ Status Hca::Impl::fence_until(detail::Clock::time_point deadline)
 	return reap_until(drained, deadline, "DMA before the fence");
 }
 
-std::size_t Hca::poll(std::span<Completion> out)
+std::size_t Engine::poll(std::span<Completion> out)
 {
 	if (impl_->abandoned)
 		return 0;
@@ -231,7 +231,7 @@ std::size_t Hca::poll(std::span<Completion> out)
 	return n;
 }
 
-Result<Completion> Hca::wait_one(std::chrono::milliseconds timeout)
+Result<Completion> Engine::wait_one(std::chrono::milliseconds timeout)
 {
 	Completion c;
 	auto next = [&] {
@@ -246,7 +246,7 @@ Result<Completion> Hca::wait_one(std::chrono::milliseconds timeout)
 	return c;
 }
 
-Result<Completion> Hca::wait(std::uint64_t user_data, std::chrono::milliseconds timeout)
+Result<Completion> Engine::wait(std::uint64_t user_data, std::chrono::milliseconds timeout)
 {
 	Completion c;
 	auto mine = [&] {
@@ -271,7 +271,7 @@ Result<Completion> Hca::wait(std::uint64_t user_data, std::chrono::milliseconds 
 	return c;
 }
 
-Status Hca::wait_releases(std::chrono::milliseconds timeout)
+Status Engine::wait_releases(std::chrono::milliseconds timeout)
 {
 	auto released = [&] {
 		return impl_->counters.slots_releasing.load() ? Progress::Pending : Progress::Done;
@@ -279,4 +279,11 @@ Status Hca::wait_releases(std::chrono::milliseconds timeout)
 	return impl_->reap_until(released, detail::Clock::now() + timeout, "release tag");
 }
 
-} // namespace mrsync::uring
+Status Engine::fence()
+{
+	if (impl_->abandoned)
+		return make_error(ESHUTDOWN, fmt("%s fence: abandoned (fork child)", impl_->options.name));
+	return impl_->fence_until(detail::Clock::now() + std::chrono::minutes(1));
+}
+
+} // namespace mrsync::dma

@@ -1,27 +1,27 @@
 /* SPDX-License-Identifier: MIT */
-/* The HCA's burst path. write()/read() cost one io_uring_enter, one kernel
+/* The engine's burst path. write()/read() cost one io_uring_enter, one kernel
  * operation and one completion wait per request. A burst moves in rounds,
  * and a round is one request: one reservation, one staging run that all its
  * operations share, one hold of the submission lock in which every operation
- * is checked against its registration's translation (as write() does: the
- * lock map() and unpin() retire translations under) and one io_uring_submit,
+ * is translated and checked (as write() does: the lock drivers swap
+ * translations and unpin() retires slots under) and one io_uring_submit,
  * then one wait. The pieces of the operations that passed are packed into as
  * few SQEs as the kernel allows: with READV/WRITEV_FIXED, one SQE per run of
  * pieces on the same backing, in the same direction, adjacent on the wire. */
-#include "uring_pvt.hpp"
+#include "engine_pvt.hpp"
 
 #include <sys/uio.h>
 
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <utility>
 
-namespace mrsync::uring {
+namespace mrsync::dma {
 
 namespace {
 
 using detail::fmt;
-using detail::for_each_piece;
 using detail::kWireFile;
 using detail::Progress;
 
@@ -38,10 +38,10 @@ constexpr std::uint32_t kMaxIovPerSqe = 1024;
 
 /** One round's plan and results; on the burst's stack, so nothing is
  *  allocated. Capacities bound a round; a burst is any number of rounds. */
-struct Hca::Impl::Round {
+struct Engine::Impl::Round {
 	static constexpr std::size_t kOps = 256;
 	/* Pieces: enough for one largest request split at every page. */
-	static constexpr std::size_t kPieces = kMaxRequestBytes / kEntryGranularity + 16;
+	static constexpr std::size_t kPieces = kMaxRequestBytes / kPageBytes + 16;
 
 	struct Group { /* one SQE */
 		std::uint64_t wire = 0; /* staging offset of its first byte */
@@ -63,13 +63,14 @@ struct Hca::Impl::Round {
 	int sqe_results[kPieces];
 };
 
-Status Hca::burst(std::span<const DmaOp> ops, std::span<int> results)
+Status Engine::burst(std::span<const DmaOp> ops, std::span<int> results)
 {
 	if (impl_->abandoned)
-		return make_error(ESHUTDOWN, "uring burst: the HCA was abandoned (fork child)");
+		return make_error(ESHUTDOWN, fmt("%s burst: abandoned (fork child)",
+						  impl_->options.name));
 	if (results.size() < ops.size())
-		return make_error(EINVAL, fmt("uring burst: results has %zu entries for %zu operations",
-					       results.size(), ops.size()));
+		return make_error(EINVAL, fmt("%s burst: results has %zu entries for %zu operations",
+					       impl_->options.name, results.size(), ops.size()));
 	/* ~60 KiB: a member would serialise bursts, the stack of a small
 	 * thread may not hold it; one per thread, allocated on first use. */
 	thread_local std::unique_ptr<Impl::Round> round;
@@ -86,7 +87,7 @@ Status Hca::burst(std::span<const DmaOp> ops, std::span<int> results)
 	return {};
 }
 
-Result<std::size_t> Hca::Impl::burst_round(std::span<const DmaOp> ops, std::span<int> results,
+Result<std::size_t> Engine::Impl::burst_round(std::span<const DmaOp> ops, std::span<int> results,
 					   Round &r)
 {
 	/* Plan: which operations fit, and each one's place on the wire --
@@ -101,7 +102,7 @@ Result<std::size_t> Hca::Impl::burst_round(std::span<const DmaOp> ops, std::span
 			results[r.n] = op.len ? -EMSGSIZE : -EINVAL;
 			continue;
 		}
-		const std::size_t worst = op.len / kEntryGranularity + 2;
+		const std::size_t worst = op.len / kPageBytes + 2;
 		if (r.n && (pieces + worst > Round::kPieces || r.bytes + op.len > kMaxRequestBytes))
 			break;
 		pieces += worst;
@@ -143,7 +144,7 @@ Result<std::size_t> Hca::Impl::burst_round(std::span<const DmaOp> ops, std::span
 	if (auto st = reap_until(ended, detail::Clock::now() + kRoundWait, "the burst's DMA"); !st) {
 		/* The kernel still owns the round: its request and staging stay
 		 * reserved (lost) rather than be reused under the kernel. */
-		MRSYNC_LOG(error, "uring", "burst: DMA did not complete within a minute; its "
+		MRSYNC_LOG(error, options.name, "burst: DMA did not complete within a minute; its "
 					   "request stays reserved");
 		return std::move(st).error();
 	}
@@ -151,7 +152,7 @@ Result<std::size_t> Hca::Impl::burst_round(std::span<const DmaOp> ops, std::span
 	return r.n;
 }
 
-void Hca::Impl::launch_round(std::span<const DmaOp> ops, std::span<int> results, Round &r)
+void Engine::Impl::launch_round(std::span<const DmaOp> ops, std::span<int> results, Round &r)
 {
 	detail::Request &req = reqs[r.req];
 	const std::uint64_t base = req.chunk * detail::kChunk;
@@ -162,9 +163,11 @@ void Hca::Impl::launch_round(std::span<const DmaOp> ops, std::span<int> results,
 			const DmaOp &op = ops[i];
 			if (op.into_memory != into || op.len == 0 || op.len > kMaxRequestBytes)
 				continue;
-			const detail::Registration *reg = nullptr;
-			std::uint32_t unused = 0;
-			const int refusal = translate(op.lkey, op.va, op.len, into, reg, unused);
+			int refusal = translate(op.lkey, op.va, op.len, into);
+			/* A translator finer than pages may need more room than the
+			 * plan gave: such an operation is refused, not truncated. */
+			if (!refusal && pieces.size() > Round::kPieces - r.npieces)
+				refusal = EMSGSIZE;
 			counters.dma_submitted++;
 			if (refusal) {
 				counters.dma_refused++;
@@ -172,10 +175,17 @@ void Hca::Impl::launch_round(std::span<const DmaOp> ops, std::span<int> results,
 				continue;
 			}
 			r.live[i] = true;
-			for_each_piece(*reg, op.va, op.len, [&](const Extent &e, std::uint64_t va,
-								 std::uint64_t len, std::uint64_t done) {
-				const auto slot = std::uint32_t(e.backing & detail::kSlotMask);
+			bool moves = false; /* some piece has an SQE */
+			std::uint64_t done = 0;
+			for (const Piece &p : pieces) {
 				const std::uint64_t wire = base + r.wire[i] + done;
+				done += p.len;
+				if (p.backing == kDiscard) {
+					if (!into) /* reads zeros, as write()/read() */
+						std::memset(staging.data() + wire, 0, p.len);
+					continue;
+				}
+				const auto slot = std::uint32_t(p.backing & detail::kSlotMask);
 				Round::Group *g = r.ngroups ? &r.groups[r.ngroups - 1] : nullptr;
 				if (!g || g->slot != slot || g->into_memory != into ||
 				    g->wire + g->bytes != wire || g->count == per_sqe) {
@@ -183,16 +193,20 @@ void Hca::Impl::launch_round(std::span<const DmaOp> ops, std::span<int> results,
 					*g = {.wire = wire, .slot = slot, .first = r.npieces,
 					      .into_memory = into};
 				}
-				r.iov[r.npieces++] = {reinterpret_cast<void *>(va), len};
+				r.iov[r.npieces++] = {reinterpret_cast<void *>(p.va), p.len};
 				g->count++;
-				g->bytes += std::uint32_t(len);
-				if (done == 0)
+				g->bytes += std::uint32_t(p.len);
+				/* Its first group may be one an earlier operation
+				 * opened and this one joined: settle_round checks
+				 * whole groups. */
+				if (!std::exchange(moves, true))
 					r.first_sqe[i] = r.ngroups - 1;
 				if (into)
 					slots[slot].written.store(true, std::memory_order_relaxed);
-				return true;
-			});
-			r.last_sqe[i] = r.ngroups - 1;
+			}
+			/* Only discarded pieces: no group to check (first > last). */
+			r.first_sqe[i] = moves ? r.first_sqe[i] : 1;
+			r.last_sqe[i] = moves ? r.ngroups - 1 : 0;
 		}
 	}
 	req.seq = ++seq;
@@ -225,7 +239,7 @@ void Hca::Impl::launch_round(std::span<const DmaOp> ops, std::span<int> results,
 	}
 }
 
-void Hca::Impl::settle_round(std::span<const DmaOp> ops, std::span<int> results, Round &r)
+void Engine::Impl::settle_round(std::span<const DmaOp> ops, std::span<int> results, Round &r)
 {
 	detail::Request &req = reqs[r.req];
 	const std::byte *base = staging.data() + req.chunk * detail::kChunk;
@@ -258,4 +272,4 @@ void Hca::Impl::settle_round(std::span<const DmaOp> ops, std::span<int> results,
 	free_reqs.push_back(r.req);
 }
 
-} // namespace mrsync::uring
+} // namespace mrsync::dma

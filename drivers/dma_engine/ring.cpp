@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The HCA's resources: the ring with its sparse buffer table, the staging
+/* The engine's resources: the ring with its sparse buffer table, the staging
  * memfd (the wire) and its mapping, the run-time probe, and the small
  * fixed-size containers the data path uses instead of allocating. */
-#include "uring_pvt.hpp"
+#include "engine_pvt.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 #include <cstring>
 #include <utility>
 
-namespace mrsync::uring {
+namespace mrsync::dma {
 
 namespace detail {
 
@@ -112,8 +112,8 @@ Status missing_features(std::uint32_t have)
 
 } // namespace
 
-Hca::Impl::Impl(const HcaOptions &opts)
-	: options(opts), done(opts.queue_depth), chunks(std::uint32_t(opts.staging_bytes / detail::kChunk)),
+Engine::Impl::Impl(const EngineOptions &opts, Translator &t)
+	: options(opts), translator(t), done(opts.queue_depth), chunks(std::uint32_t(opts.staging_bytes / detail::kChunk)),
 	  reqs(new detail::Request[opts.queue_depth]), slots(new detail::Slot[kMaxBackings])
 {
 	/* Stacks popped from the back: low indices are used first, which keeps
@@ -124,9 +124,12 @@ Hca::Impl::Impl(const HcaOptions &opts)
 	free_slots.reserve(kMaxBackings);
 	for (std::uint32_t i = kMaxBackings; i-- > 0;)
 		free_slots.push_back(i);
+	/* A request of kMaxRequestBytes split at every page, and then some:
+	 * translating allocates nothing on the data path. */
+	pieces.reserve(kMaxRequestBytes / kPageBytes + 16);
 }
 
-Status Hca::Impl::open()
+Status Engine::Impl::open()
 {
 	io_uring_params params{};
 	/* SUBMIT_ALL: a failing SQE must not leave the rest of a request in the
@@ -169,7 +172,7 @@ Status Hca::Impl::open()
 	return {};
 }
 
-void Hca::Impl::close_without_unregistering() noexcept
+void Engine::Impl::close_without_unregistering() noexcept
 {
 	abandoned = true;
 	ring.close();
@@ -177,7 +180,7 @@ void Hca::Impl::close_without_unregistering() noexcept
 	memfd.reset();
 }
 
-Hca::Impl::~Impl()
+Engine::Impl::~Impl()
 {
 	if (abandoned || !ring.live())
 		return;
@@ -187,23 +190,37 @@ Hca::Impl::~Impl()
 	io_uring_unregister_buffers(ring.get());
 }
 
-Result<std::unique_ptr<Hca>> Hca::create(const HcaOptions &options)
+Engine::Engine(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::create(const EngineOptions &options,
+					       Translator &translator)
 {
 	if (options.queue_depth == 0 || options.queue_depth > (1u << 20))
-		return make_error(EINVAL, fmt("uring: queue_depth %u is not in [1, 2^20]",
+		return make_error(EINVAL, fmt("%s: queue_depth %u is not in [1, 2^20]", options.name,
 					       options.queue_depth));
 	if (options.staging_bytes % detail::kChunk || options.staging_bytes < kMaxRequestBytes)
-		return make_error(EINVAL, fmt("uring: staging_bytes %llu is not a multiple of "
+		return make_error(EINVAL, fmt("%s: staging_bytes %llu is not a multiple of "
 					       "64 KiB of at least %llu",
-					       (unsigned long long)options.staging_bytes,
+					       options.name, (unsigned long long)options.staging_bytes,
 					       (unsigned long long)kMaxRequestBytes));
-	auto impl = std::make_unique<Impl>(options);
+	auto impl = std::make_unique<Impl>(options, translator);
 	if (auto st = impl->open(); !st)
 		return std::move(st).error();
-	return std::unique_ptr<Hca>(new Hca(std::move(impl)));
+	return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-bool Hca::available(std::string &why)
+void Engine::abandon() noexcept
+{
+	impl_->close_without_unregistering();
+}
+
+bool Engine::abandoned() const noexcept
+{
+	return impl_->abandoned;
+}
+
+bool Engine::available(std::string &why)
 {
 	detail::Ring ring;
 	io_uring_params params{};
@@ -225,4 +242,4 @@ bool Hca::available(std::string &why)
 	return true;
 }
 
-} // namespace mrsync::uring
+} // namespace mrsync::dma
