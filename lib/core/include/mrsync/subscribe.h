@@ -178,7 +178,9 @@ int mrsync_watcher_notify_unmap(struct mrsync_watcher *watcher, const void *addr
 /**
  * A file descriptor that polls readable (POLLIN) when mrsync_watcher_poll()
  * may have something to deliver: an epoll set over the sources' own fds,
- * level-triggered.
+ * level-triggered, and an eventfd set when another consumer of the same
+ * sources (the context's resync, for mrsync_ctx_watcher()) drained a change
+ * first.
  *  - Never missed: a change reported after a poll began draining leaves the
  *    fd readable, so sleeping until it is readable and then polling misses
  *    no change, on any thread.
