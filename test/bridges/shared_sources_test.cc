@@ -11,7 +11,9 @@
 
 #include <poll.h>
 #include <cstdio>
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <sys/syscall.h>
 
 #include <mrsync/subscribe.h>
@@ -190,7 +192,7 @@ bool readable_after_cache_drained(std::uint32_t flags)
 	raw_remap(buf.at(kPage), kPage);
 	/* The monitor signals its eventfd right after it publishes: let it, so
 	 * the cache's drain below is what clears it. */
-	::usleep(50 * 1000);
+	::usleep(200 * 1000);
 	auto reg = ctx.get(buf.at(kPage), 64);
 	EXPECT_TRUE(reg.ok()) << reg.error().message;
 	pollfd pfd{fd, POLLIN, 0};
@@ -233,6 +235,77 @@ TEST(SharedSources, TheContextOwnsItsWatcher)
 	EXPECT_NE(std::string(mrsync_last_error()).find("ctx"), std::string::npos);
 	EXPECT_EQ(mrsync_ctx_watcher(ctx.c_handle(), nullptr), -EINVAL);
 	EXPECT_NE(std::string(mrsync_last_error()).find("out"), std::string::npos);
+}
+
+/* A subscriber's thread polls without pause while the main thread remaps a
+ * page, waits 2 ms (the poller drains the change meanwhile) and DMAs through
+ * the cache. @return the writes lost out of `rounds` (stops at the first
+ * with `stop_at_loss`); `delivered` counts the pages the poller got. */
+int lost_under_a_polling_thread(std::uint32_t flags, int rounds, bool stop_at_loss,
+				int &delivered)
+{
+	Context ctx = make_context(source, flags);
+	mrsync_watcher *w = watcher_of(ctx);
+	Mapping buf(kPages * kPage);
+	struct Counted {
+		std::atomic<int> n{0};
+		/* Pages, not calls: adjacent pages changed before one poll
+		 * arrive merged in one call. */
+		static void record(void *arg, const mrsync_change *c)
+		{
+			static_cast<Counted *>(arg)->n.fetch_add(int((c->end - c->start) / kPage));
+		}
+	} counted;
+	auto reg = ctx.get(buf.at(0), buf.size());
+	EXPECT_TRUE(reg.ok()) << reg.error().message;
+	reg->reset();
+	EXPECT_EQ(mrsync_subscribe(w, buf.at(0), buf.size(), Counted::record, &counted, nullptr),
+		  0)
+		<< mrsync_last_error();
+	std::atomic<bool> stop{false};
+	std::thread poller([&] {
+		while (!stop.load())
+			if (mrsync_watcher_poll(w) == 0)
+				std::this_thread::yield();
+	});
+	int lost = 0;
+	for (int round = 0; round < rounds && !(stop_at_loss && lost); ++round) {
+		std::byte *page = buf.at((round % kPages) * kPage);
+		raw_remap(page, kPage);
+		::usleep(2000);
+		auto got = ctx.get(page, 64);
+		if (!got.ok()) {
+			ADD_FAILURE() << "round " << round << ": " << got.error().message;
+			break;
+		}
+		const auto bytes = pattern(64, unsigned(round));
+		EXPECT_EQ(dma_write(hca_of(ctx), got->lkey(), page, bytes), 64);
+		lost += !sees(page, bytes);
+	}
+	stop.store(true);
+	poller.join();
+	EXPECT_GE(mrsync_watcher_poll(w), 0); /* a last change the poller had no time for */
+	delivered = counted.n.load();
+	return lost;
+}
+
+TEST(SharedSources, APollingThreadNeverTakesAChangeFromTheCache)
+{
+	constexpr int kConcurrentRounds = 200;
+	int delivered = 0;
+	const int lost = lost_under_a_polling_thread(0, kConcurrentRounds, false, delivered);
+	std::printf("polling thread: %d of %d writes lost, %d changed pages delivered\n", lost,
+		    kConcurrentRounds, delivered);
+	EXPECT_EQ(lost, 0);
+	EXPECT_GE(delivered, kConcurrentRounds) << "a remap never reached the subscriber";
+	// Negative control: the poller's drains keep nothing for the cache.
+	const int control =
+		lost_under_a_polling_thread(MRSYNC_CTX_F_TEST_NO_FANOUT, kConcurrentRounds, true,
+					    delivered);
+	std::printf("polling thread, fan-out off (negative control): lost a write: %s\n",
+		    control ? "yes" : "no");
+	EXPECT_GT(control, 0) << "without the fan-out the cache should hand out a stale "
+				 "translation";
 }
 
 /* What the watcher's next poll delivers after the cache drained `reports`
