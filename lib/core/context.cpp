@@ -65,7 +65,6 @@ Status check_params(const mrsync_params &p)
 
 int current_tid() { return static_cast<int>(syscall(SYS_gettid)); }
 
-
 } // namespace
 
 Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entry_size,
@@ -235,9 +234,12 @@ Context::~Context()
 {
 	fork_guard_remove(this);
 	std::lock_guard guard(lock_);
-	/* The watchers first: their subscriptions unwatch through the hubs. */
+	/* The watcher first: its subscriptions unwatch through the hub. A
+	 * parent's watcher kept in a fork child is left allocated: a thread
+	 * of the parent may have held its locks at the fork. */
 	watcher_.reset();
-	abandoned_watchers_.clear();
+	for (auto &parents : abandoned_watchers_)
+		(void)parents.release();
 	if (forked_) { /* a fork child that never rebuilt: nothing here is ours */
 		driver_->abandon();
 		backings_->abandon();

@@ -321,7 +321,8 @@ private:
 	SourceHub::ClientId client_ = 0;
 	std::uint32_t source_mask_ = 0; /* MRSYNC_SOURCE_* of hub_, for a fork child */
 	/* Fork: the parent's hubs (a caller may still sum their words) and
-	 * the watchers bound to them (the application may still hold one). */
+	 * the watchers bound to them (the application may still hold one;
+	 * never destroyed: their locks may be held forever in the child). */
 	std::vector<std::shared_ptr<SourceHub>> abandoned_hubs_;
 	std::vector<std::unique_ptr<Watcher>> abandoned_watchers_;
 	std::unique_ptr<Watcher> watcher_; /* watcher(), on hub_ */

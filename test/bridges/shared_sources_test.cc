@@ -10,6 +10,7 @@
 #include "support/soft_hca.hpp"
 
 #include <poll.h>
+#include <sys/wait.h>
 #include <cstdio>
 #include <atomic>
 #include <cstring>
@@ -306,6 +307,60 @@ TEST(SharedSources, APollingThreadNeverTakesAChangeFromTheCache)
 		    control ? "yes" : "no");
 	EXPECT_GT(control, 0) << "without the fan-out the cache should hand out a stale "
 				 "translation";
+}
+
+/* In a fork child the parent's watcher is bound to the parent's sources:
+ * mrsync_ctx_watcher() gives a new one on the child's, and a raw remap in
+ * the child reaches it and the child's cache. @return the child's verdict:
+ * 0, or the number of the check that failed. */
+int in_a_fork_child(Context &ctx, mrsync_watcher *parents, const Mapping &buf)
+{
+	mrsync_watcher *w = nullptr;
+	if (mrsync_ctx_watcher(ctx.c_handle(), &w) != 0 || !w)
+		return 1;
+	if (w == parents)
+		return 2;
+	Seen seen;
+	if (mrsync_subscribe(w, buf.at(0), buf.size(), Seen::record, &seen, nullptr) != 0)
+		return 3;
+	if (::syscall(SYS_munmap, buf.at(kPage), kPage) != 0 ||
+	    ::mmap(buf.at(kPage), kPage, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != buf.at(kPage))
+		return 4;
+	/* The control: the parent's watcher (bound to the parent's abandoned
+	 * sources) delivers nothing here. */
+	if (mrsync_watcher_poll(parents) != 0)
+		return 8;
+	if (mrsync_watcher_poll(w) != 1 || !seen.covers(buf.at(kPage), kPage))
+		return 5;
+	auto reg = ctx.get(buf.at(kPage), 64);
+	if (!reg.ok())
+		return 6;
+	const auto bytes = pattern(64, 9);
+	if (dma_write(hca_of(ctx), reg->lkey(), buf.at(kPage), bytes) != 64 ||
+	    !sees(buf.at(kPage), bytes))
+		return 7;
+	return 0;
+}
+
+TEST(SharedSources, AForkChildGetsAWatcherOnItsOwnSources)
+{
+	Context ctx = make_context(source);
+	mrsync_watcher *w = watcher_of(ctx);
+	Mapping buf(kPages * kPage);
+	Seen seen;
+	register_and_subscribe(ctx, w, buf, seen);
+	const pid_t child = ::fork();
+	ASSERT_GE(child, 0);
+	if (child == 0)
+		::_exit(in_a_fork_child(ctx, w, buf));
+	int status = 0;
+	ASSERT_EQ(::waitpid(child, &status, 0), child);
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's check that failed";
+	// The parent's watcher is untouched by the child.
+	raw_remap(buf.at(3 * kPage), kPage);
+	EXPECT_EQ(mrsync_watcher_poll(w), 1);
 }
 
 /* What the watcher's next poll delivers after the cache drained `reports`
