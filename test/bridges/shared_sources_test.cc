@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <atomic>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <sys/syscall.h>
 
@@ -60,6 +61,21 @@ mrsync_watcher *watcher_of(Context &ctx)
 	return w;
 }
 
+/* Looks `page` up in the cache and DMAs 64 bytes of pattern `seed` into it
+ * through the uring HCA. @return whether the application sees them (a
+ * failed lookup counts as a lost write; the reason goes to `why`). */
+bool dma_lands(Context &ctx, std::byte *page, unsigned seed, std::string *why = nullptr)
+{
+	auto reg = ctx.get(page, 64);
+	if (!reg.ok()) {
+		if (why)
+			*why = reg.error().message;
+		return false;
+	}
+	const auto bytes = pattern(64, seed);
+	return dma_write(hca_of(ctx), reg->lkey(), page, bytes) == 64 && sees(page, bytes);
+}
+
 /* Registers and subscribes all of `buf`; both must succeed on one source. */
 void register_and_subscribe(Context &ctx, mrsync_watcher *w, const Mapping &buf, Seen &seen)
 {
@@ -90,16 +106,10 @@ Outcome run_rounds(std::uint32_t flags, Order order)
 		std::byte *page = buf.at((round % kPages) * kPage);
 		raw_remap(page, kPage);
 		seen.changes.clear();
-		const auto bytes = pattern(64, unsigned(round));
 		const auto lookup = [&] {
-			auto reg = ctx.get(page, 64);
-			if (!reg.ok()) {
-				ADD_FAILURE() << "round " << round << ": " << reg.error().message;
-				++out.lost;
-				return;
-			}
-			EXPECT_EQ(dma_write(hca_of(ctx), reg->lkey(), page, bytes), 64);
-			out.lost += !sees(page, bytes);
+			std::string why;
+			out.lost += !dma_lands(ctx, page, unsigned(round), &why);
+			EXPECT_EQ(why, "") << "round " << round;
 		};
 		if (order == Order::lookup_first)
 			lookup();
@@ -137,11 +147,9 @@ TEST(SharedSources, CacheAndSubscriberWatchTheSameMemory)
 	ASSERT_EQ(seen.changes.size(), 1u);
 	EXPECT_EQ(seen.changes[0].start, reinterpret_cast<std::uint64_t>(buf.at(2 * kPage)));
 	EXPECT_EQ(seen.changes[0].end, reinterpret_cast<std::uint64_t>(buf.at(3 * kPage)));
-	auto reg = ctx.get(buf.at(2 * kPage), 64);
-	ASSERT_TRUE(reg.ok()) << reg.error().message;
-	const auto bytes = pattern(64, 7);
-	EXPECT_EQ(dma_write(hca_of(ctx), reg->lkey(), buf.at(2 * kPage), bytes), 64);
-	EXPECT_TRUE(sees(buf.at(2 * kPage), bytes)) << "the cache's translation is stale";
+	std::string why;
+	EXPECT_TRUE(dma_lands(ctx, buf.at(2 * kPage), 7, &why))
+		<< "the cache's translation is stale " << why;
 	EXPECT_EQ(ctx.stats().entries_repinned, 1u) << "only the remapped page is re-pinned";
 }
 
@@ -274,14 +282,9 @@ int lost_under_a_polling_thread(std::uint32_t flags, int rounds, bool stop_at_lo
 		std::byte *page = buf.at((round % kPages) * kPage);
 		raw_remap(page, kPage);
 		::usleep(2000);
-		auto got = ctx.get(page, 64);
-		if (!got.ok()) {
-			ADD_FAILURE() << "round " << round << ": " << got.error().message;
-			break;
-		}
-		const auto bytes = pattern(64, unsigned(round));
-		EXPECT_EQ(dma_write(hca_of(ctx), got->lkey(), page, bytes), 64);
-		lost += !sees(page, bytes);
+		std::string why;
+		lost += !dma_lands(ctx, page, unsigned(round), &why);
+		EXPECT_EQ(why, "") << "round " << round;
 	}
 	stop.store(true);
 	poller.join();
@@ -333,14 +336,7 @@ int in_a_fork_child(Context &ctx, mrsync_watcher *parents, const Mapping &buf)
 		return 8;
 	if (mrsync_watcher_poll(w) != 1 || !seen.covers(buf.at(kPage), kPage))
 		return 5;
-	auto reg = ctx.get(buf.at(kPage), 64);
-	if (!reg.ok())
-		return 6;
-	const auto bytes = pattern(64, 9);
-	if (dma_write(hca_of(ctx), reg->lkey(), buf.at(kPage), bytes) != 64 ||
-	    !sees(buf.at(kPage), bytes))
-		return 7;
-	return 0;
+	return dma_lands(ctx, buf.at(kPage), 9) ? 0 : 6;
 }
 
 TEST(SharedSources, AForkChildGetsAWatcherOnItsOwnSources)
