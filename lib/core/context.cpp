@@ -17,6 +17,7 @@
 #include "fork_guard.hpp"
 #include "mrsync_config.h"
 #include "format.hpp"
+#include "subscription.hpp"
 
 namespace mrsync::detail {
 
@@ -123,6 +124,21 @@ Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t &ma
 	return sources;
 }
 
+Result<std::shared_ptr<SourceHub>> open_hub(std::uint32_t &mask, const SourceConfig &config,
+					    SourceHub::Fanout fanout)
+{
+	auto sources = open_sources(mask, config);
+	if (!sources)
+		return std::move(sources).error();
+	return std::make_shared<SourceHub>(std::move(sources.value()), fanout);
+}
+
+SourceHub::Fanout fanout_of(const mrsync_params &params)
+{
+	return (params.flags & MRSYNC_CTX_F_TEST_NO_FANOUT) ? SourceHub::Fanout::test_off
+							   : SourceHub::Fanout::on;
+}
+
 SourceConfig source_config(const mrsync_params &params)
 {
 	return SourceConfig{params.ring_entries,
@@ -180,9 +196,9 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 					      params.entry_size, std::string((*driver)->name()).c_str(),
 					      granularity));
 	std::uint32_t kinds = params.sources;
-	auto sources = open_sources(kinds, source_config(params));
-	if (!sources)
-		return std::move(sources).error();
+	auto hub = open_hub(kinds, source_config(params), fanout_of(params));
+	if (!hub)
+		return std::move(hub).error();
 	/* userfaultfd cannot see a MADV_DONTNEED's zap end, so only a lookup
 	 * that needs a page may pin it while it may be changing; with entries
 	 * larger than a page a lookup would pin pages of its entries nobody
@@ -196,7 +212,7 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 					      "changing, docs/design.md): use the page size, or the "
 					      "mrsync kernel module as the source",
 					      params.entry_size));
-	if (sources->size() > kMaxSources)
+	if ((*hub)->size() > kMaxSources)
 		return make_error(EINVAL, "params->sources asks for too many sources");
 	auto table = VaTable::create();
 	if (!table)
@@ -207,7 +223,7 @@ Result<std::unique_ptr<Context>> Context::create(const mrsync_params &given)
 	ctx->driver_ = std::move(driver.value());
 	ctx->backings_.emplace(*ctx->driver_);
 	ctx->source_mask_ = kinds;
-	ctx->adopt_sources(std::move(sources.value()));
+	ctx->adopt_sources(std::move(hub.value()));
 	ctx->seen_.store(mrsync_gen_begin(ctx->words_, ctx->checked_words_));
 	fork_guard_add(ctx.get());
 	ctx->log_choice("created");
@@ -218,6 +234,12 @@ Context::~Context()
 {
 	fork_guard_remove(this);
 	std::lock_guard guard(lock_);
+	/* The watcher first: its subscriptions unwatch through the hub. A
+	 * parent's watcher kept in a fork child is left allocated: a thread
+	 * of the parent may have held its locks at the fork. */
+	watcher_.reset();
+	for (auto &parents : abandoned_watchers_)
+		(void)parents.release();
 	if (forked_) { /* a fork child that never rebuilt: nothing here is ours */
 		driver_->abandon();
 		backings_->abandon();
@@ -238,20 +260,21 @@ void Context::log_choice(const char *what) const
 	if (!log_enabled(LogLevel::info))
 		return;
 	std::string names;
-	for (const auto &source : sources_)
-		names += (names.empty() ? "" : "+") + std::string(source->name());
+	for (std::size_t i = 0; i < hub_->size(); ++i)
+		names += (names.empty() ? "" : "+") + std::string(hub_->name(i));
 	MRSYNC_LOG(info, "core", "context %" PRIu64 " %s: driver '%s', entry size %" PRIu64
 		   ", event sources %s%s", id_, what, std::string(driver_->name()).c_str(),
 		   entry_size_, names.c_str(), check_generations_ ? "" : " (generation checks off)");
 }
 
-void Context::adopt_sources(std::vector<std::unique_ptr<EventSource>> sources) noexcept
+void Context::adopt_sources(std::shared_ptr<SourceHub> hub)
 {
-	sources_ = std::move(sources);
-	nsources_ = static_cast<std::uint32_t>(sources_.size());
+	hub_ = std::move(hub);
+	client_ = hub_->join();
+	nsources_ = static_cast<std::uint32_t>(hub_->size());
 	checked_words_ = check_generations_ ? nsources_ : 0;
 	for (std::uint32_t i = 0; i < nsources_; ++i)
-		words_[i] = sources_[i]->generation();
+		words_[i] = hub_->generation(i);
 	words_[nsources_] = &fork_base_;
 	for (std::uint32_t i = 0; i < 4; ++i)
 		hot_.words[i] = i < checked_words_ ? words_[i] : nullptr;
@@ -342,9 +365,8 @@ Status Context::notify_unmap(std::uint64_t addr, std::uint64_t len)
 		return make_error(EINVAL, fmt("[addr, addr + len) = [0x%" PRIx64 ", +0x%" PRIx64
 					      ") is empty, NULL or wraps",
 					      addr, len));
-	for (auto &source : sources_)
-		if (auto *manual = dynamic_cast<ManualInput *>(source.get()))
-			return manual->notify({addr, addr + len});
+	if (auto *manual = hub_->manual())
+		return manual->notify({addr, addr + len});
 	return make_error(ENOTSUP, "the context has no manual source: create it with "
 				   "params.sources including MRSYNC_SOURCE_MANUAL");
 }
@@ -356,6 +378,21 @@ Status Context::resync()
 		if (auto ok = rebuild_after_fork_locked(); !ok)
 			return ok;
 	return resync_locked();
+}
+
+Result<Watcher *> Context::watcher()
+{
+	std::lock_guard guard(lock_);
+	if (forked_) /* the child's own sources first: a watcher on the parent's sees nothing */
+		if (auto ok = rebuild_after_fork_locked(); !ok)
+			return std::move(ok).error();
+	if (!watcher_) {
+		auto made = Watcher::attach(hub_);
+		if (!made)
+			return std::move(made).error();
+		watcher_ = std::move(made.value());
+	}
+	return watcher_.get();
 }
 
 Result<int> Context::compact()

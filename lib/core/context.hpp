@@ -26,16 +26,21 @@
 #include "backings.hpp"
 #include "range_set.hpp"
 #include "region.hpp"
+#include "source_hub.hpp"
 #include "thread_state.hpp"
 #include "updater.hpp"
 #include "va_table.hpp"
 
 namespace mrsync::detail {
 
+class Watcher; /* subscription.hpp */
+
 inline constexpr std::uint32_t kMaxSources = 4;
 
 /* What the context asks of every source it opens (also after fork). */
 SourceConfig source_config(const mrsync_params &params);
+/* Whether the context's hub fans drains out (off: MRSYNC_CTX_F_TEST_NO_FANOUT). */
+SourceHub::Fanout fanout_of(const mrsync_params &params);
 
 /* The driver called `name` ("uring" when null), if usable here. */
 Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entry_size,
@@ -45,6 +50,11 @@ Result<std::unique_ptr<Driver>> open_driver(const char *name, std::uint64_t entr
  * its device exists, userfaultfd otherwise, and says which in `mask`. */
 Result<std::vector<std::unique_ptr<EventSource>>> open_sources(std::uint32_t &mask,
 							       const SourceConfig &config);
+
+/* open_sources() behind one hub, which the context (and its watcher) or a
+ * watcher of its own consumes. */
+Result<std::shared_ptr<SourceHub>> open_hub(std::uint32_t &mask, const SourceConfig &config,
+					    SourceHub::Fanout fanout);
 
 /* Counters the slow path keeps under the context lock. */
 struct SlowStats {
@@ -197,7 +207,9 @@ public:
 	/** mrsync_for_each_region(). */
 	int for_each_region(void (*fn)(void *, const mrsync_region_info *), void *arg);
 	Driver &driver() noexcept { return *driver_; }
-	std::span<const std::unique_ptr<EventSource>> sources() const noexcept { return sources_; }
+	/** mrsync_ctx_watcher(): a watcher on this context's sources (a second
+	 *  client of its hub), made at the first call, owned by the context. */
+	Result<Watcher *> watcher();
 
 	/** Fork, in the parent before it forks (context lock held): remembers
 	 *  the generation, so the child's can start above it. */
@@ -207,6 +219,9 @@ public:
 	 *  value the parent showed; the next slow path rebuilds. */
 	void mark_forked() noexcept;
 	std::mutex &lock() noexcept { return lock_; }
+	/** The lock of the hub's sources, which a watcher's thread may hold:
+	 *  the fork guard takes it after lock() (the order of every path). */
+	std::mutex &hub_lock() noexcept { return hub_->fork_lock(); }
 
 private:
 	friend class Update; /* the driver sequence: updater.hpp */
@@ -227,7 +242,7 @@ private:
 	Status validate_request(std::uint64_t addr, std::uint64_t len, std::uint32_t access) const;
 	ThreadState &thread_state_locked();
 	bool generations_moved() const noexcept;
-	void adopt_sources(std::vector<std::unique_ptr<EventSource>> sources) noexcept;
+	void adopt_sources(std::shared_ptr<SourceHub> hub);
 	void log_choice(const char *what) const;
 
 	/* lookup.cpp */
@@ -300,9 +315,17 @@ private:
 	std::uint64_t entry_size_;
 	bool holes_ok_ = true; /* DriverCaps::holes_ok */
 	std::unique_ptr<Driver> driver_;
-	std::vector<std::unique_ptr<EventSource>> sources_;
-	std::uint32_t source_mask_ = 0; /* MRSYNC_SOURCE_* of sources_, for a fork child */
-	std::vector<std::unique_ptr<EventSource>> abandoned_sources_; /* fork: gen_ may still point in */
+	/* The sources, shared with the context's watcher (source_hub.hpp):
+	 * the context is its client `client_`, resync_locked() drains for it. */
+	std::shared_ptr<SourceHub> hub_;
+	SourceHub::ClientId client_ = 0;
+	std::uint32_t source_mask_ = 0; /* MRSYNC_SOURCE_* of hub_, for a fork child */
+	/* Fork: the parent's hubs (a caller may still sum their words) and
+	 * the watchers bound to them (the application may still hold one;
+	 * never destroyed: their locks may be held forever in the child). */
+	std::vector<std::shared_ptr<SourceHub>> abandoned_hubs_;
+	std::vector<std::unique_ptr<Watcher>> abandoned_watchers_;
+	std::unique_ptr<Watcher> watcher_; /* watcher(), on hub_ */
 	std::optional<Backings> backings_;
 	std::map<std::pair<std::uint64_t, std::uint32_t>, Region *> index_; /* by start, slot */
 	std::uint64_t max_region_size_ = 0;

@@ -68,8 +68,7 @@ void Context::free_region_locked(Update &u, Region &r)
 	}
 	u.destroy(r, forked_);
 	if (!forked_)
-		for (std::size_t i = 0; i < r.watches.size() && i < sources_.size(); ++i)
-			sources_[i]->unwatch(r.watches[i]);
+		unwatch_locked(r.watches);
 	r.watches.clear();
 	index_.erase({r.begin_va(), r.slot});
 	r.state = Region::State::free;

@@ -85,14 +85,17 @@ void contexts_prepare() noexcept
 	contexts_lock.lock();
 	for (Context *ctx : contexts()) {
 		ctx->lock().lock();
+		ctx->hub_lock().lock(); /* a watcher's thread may hold it (source_hub.hpp) */
 		ctx->note_fork();
 	}
 }
 
 void contexts_parent() noexcept
 {
-	for (Context *ctx : contexts())
+	for (Context *ctx : contexts()) {
+		ctx->hub_lock().unlock();
 		ctx->lock().unlock();
+	}
 	contexts_lock.unlock();
 }
 
@@ -100,6 +103,7 @@ void contexts_child() noexcept
 {
 	for (Context *ctx : contexts()) {
 		ctx->mark_forked();
+		ctx->hub_lock().unlock();
 		ctx->lock().unlock();
 	}
 	contexts_lock.unlock();

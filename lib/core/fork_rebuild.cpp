@@ -3,7 +3,7 @@
  * its device objects or event sources (those belong to the parent's
  * address space), so the first slow path after a fork drops them without
  * touching them, opens a driver and sources the way the context was created
- * (open_driver, open_sources) and builds every region again the way a lookup
+ * (open_driver, open_hub) and builds every region again the way a lookup
  * creates one (build_region_locked): watch, vouch, pin the child's pages,
  * new keys. Memory no source of the child can see stays invalid (lookups
  * then say why). Context lock held throughout. */
@@ -12,6 +12,7 @@
 #include <mrsync/log.hpp>
 
 #include "context.hpp"
+#include "subscription.hpp" /* the abandoned watcher kept */
 
 namespace mrsync::detail {
 
@@ -35,11 +36,12 @@ Status Context::rebuild_after_fork_locked()
 	const std::uint64_t old_generation = generation();
 	driver_->abandon();
 	backings_->abandon();
-	for (auto &source : sources_) {
-		source->abandon();
-		abandoned_sources_.push_back(std::move(source));
-	}
-	sources_.clear();
+	hub_->abandon(); /* kept as hub_ (every call a no-op) until the new one */
+	abandoned_hubs_.push_back(hub_);
+	/* The application may still hold the parent's watcher (it must not use
+	 * it here): kept, bound to the abandoned hub, until the context goes. */
+	if (watcher_)
+		abandoned_watchers_.push_back(std::move(watcher_));
 	auto driver = open_driver(std::string(driver_->name()).c_str(), entry_size_,
 				  params_.driver_arg);
 	if (!driver)
@@ -49,9 +51,9 @@ Status Context::rebuild_after_fork_locked()
 	driver_ = std::move(driver.value());
 	backings_.emplace(*driver_);
 	std::uint32_t mask = source_mask_;
-	auto sources = open_sources(mask, source_config(params_));
-	if (!sources)
-		return std::move(sources).error();
+	auto hub = open_hub(mask, source_config(params_), fanout_of(params_));
+	if (!hub)
+		return std::move(hub).error();
 	/* The child's words replace the parent's. The context's own word first
 	 * jumps past every sum of the old ones: a caller still summing the old
 	 * words sees them move (and fetches the new ones), and the sums of the
@@ -59,7 +61,7 @@ Status Context::rebuild_after_fork_locked()
 	 * (sequentially: a reader racing this rebuild from another thread of
 	 * the child may see the old words with the new base in between). */
 	__atomic_store_n(&fork_base_, old_generation + 1, __ATOMIC_RELEASE);
-	adopt_sources(std::move(sources.value()));
+	adopt_sources(std::move(hub.value()));
 	/* The generation before anything is watched or pinned: a change while
 	 * the regions are rebuilt moves it past this, and the next lookup
 	 * resyncs (publishing a later value would swallow that change). */

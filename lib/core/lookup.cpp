@@ -65,12 +65,12 @@ Status Context::watch_locked(std::uint64_t start, std::uint64_t size,
 	 * says why); whether one can vouch for pinning it is prepare_pin's
 	 * question, asked next. `handles` is a slab slot's: assigned, so its
 	 * capacity is reused (one allocation less per miss). */
-	handles.assign(sources_.size(), 0);
+	handles.assign(hub_->size(), 0);
 	std::string reasons;
 	std::optional<Error> first;
 	bool seen = false;
-	for (std::size_t i = 0; i < sources_.size(); ++i) {
-		auto handle = sources_[i]->watch(start, size);
+	for (std::size_t i = 0; i < hub_->size(); ++i) {
+		auto handle = hub_->watch(i, start, size);
 		if (handle) {
 			handles[i] = *handle;
 			seen = true;
@@ -91,9 +91,9 @@ Status Context::watch_locked(std::uint64_t start, std::uint64_t size,
 
 void Context::unwatch_locked(std::span<const std::uint64_t> handles) noexcept
 {
-	for (std::size_t i = 0; i < handles.size() && i < sources_.size(); ++i)
+	for (std::size_t i = 0; i < handles.size() && i < hub_->size(); ++i)
 		if (handles[i])
-			sources_[i]->unwatch(handles[i]);
+			hub_->unwatch(i, handles[i]);
 }
 
 namespace {

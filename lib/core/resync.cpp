@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The resync engine: drain the sources; for each region the changed ranges
+/* The resync engine: drain the sources (the context's share of its hub,
+ * source_hub.hpp); for each region the changed ranges
  * touch, point those entries away from the replaced pages (an Update's
  * apply: the device map), and end in the Update's fence-then-unpin of the
  * backings nobody uses any more. The new pages are NOT pinned here: the next
@@ -59,10 +60,10 @@ Status Context::prepare_pin_locked(std::span<const std::uint64_t> watches, Range
 	 * it sees every later change there, and none is in progress. */
 	std::optional<Error> other;
 	std::string reasons;
-	for (std::size_t i = 0; i < sources_.size() && i < watches.size(); ++i) {
+	for (std::size_t i = 0; i < hub_->size() && i < watches.size(); ++i) {
 		if (!watches[i])
 			continue;
-		auto ok = sources_[i]->prepare_pin(watches[i], range);
+		auto ok = hub_->prepare_pin(i, watches[i], range);
 		if (ok)
 			return {};
 		if (ok.error().code != ENOTSUP && !other)
@@ -135,11 +136,9 @@ Status Context::resync_locked()
 	const std::uint64_t seq = mrsync_gen_begin(words_, checked_words_);
 	bump_epoch();
 	std::vector<Range> drained, unsettled;
-	bool overflow = false, unsettled_lost = false;
-	for (auto &source : sources_) {
-		overflow |= source->drain(drained);
-		unsettled_lost |= source->drain_unsettled(unsettled);
-	}
+	/* Ours: what the sources hold, and what the context's watcher drained
+	 * from them since (source_hub.hpp: it leaves us a copy). */
+	const auto [overflow, unsettled_lost] = hub_->drain(client_, drained, unsettled);
 	const std::size_t drained_count = drained.size();
 	stats_.events += drained_count;
 	++stats_.resyncs;

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "capi.hpp"
+#include "context.hpp"
 #include "format.hpp"
 #include "subscription.hpp"
 
@@ -83,11 +84,28 @@ extern "C" int mrsync_watcher_create(uint32_t sources, mrsync_watcher **out)
 	});
 }
 
+extern "C" int mrsync_ctx_watcher(mrsync_ctx *ctx, mrsync_watcher **out)
+{
+	if (!ctx || !out)
+		return fail_call(EINVAL, !ctx ? "ctx is NULL" : "out is NULL");
+	return guarded([&] {
+		auto w = reinterpret_cast<mrsync::detail::Context *>(ctx)->watcher();
+		if (!w)
+			return fail(w.error());
+		*out = reinterpret_cast<mrsync_watcher *>(*w);
+		return 0;
+	});
+}
+
 extern "C" void mrsync_watcher_destroy(mrsync_watcher **watcher)
 {
 	if (!watcher || !*watcher)
 		return;
-	delete impl(*watcher);
+	/* The context's own: it goes with mrsync_ctx_destroy(). Only the
+	 * caller's pointer is dropped, so a cleanup path written for either
+	 * kind of watcher does no harm. */
+	if (!impl(*watcher)->borrowed())
+		delete impl(*watcher);
 	*watcher = nullptr;
 }
 

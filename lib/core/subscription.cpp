@@ -21,17 +21,27 @@
 
 namespace mrsync::detail {
 
+Watcher::Watcher(std::shared_ptr<SourceHub> hub) : hub_(std::move(hub)), client_(hub_->join())
+{
+	for (std::size_t i = 0; i < hub_->size(); ++i)
+		words_.push_back(hub_->generation(i));
+	seen_.store(mrsync_gen_begin(words_.data(), std::uint32_t(words_.size())));
+}
+
 Result<std::unique_ptr<Watcher>> Watcher::create(std::uint32_t mask, Wakeups wakeups)
 {
-	auto sources = open_sources(mask, SourceConfig{});
-	if (!sources)
-		return std::move(sources).error();
-	std::unique_ptr<Watcher> w(new Watcher());
+	auto hub = open_hub(mask, SourceConfig{}, SourceHub::Fanout::on);
+	if (!hub)
+		return std::move(hub).error();
+	std::unique_ptr<Watcher> w(new Watcher(std::move(hub.value())));
 	w->wakeups_ = wakeups;
-	w->sources_ = std::move(sources.value());
-	for (const auto &s : w->sources_)
-		w->words_.push_back(s->generation());
-	w->seen_.store(mrsync_gen_begin(w->words_.data(), std::uint32_t(w->words_.size())));
+	return w;
+}
+
+Result<std::unique_ptr<Watcher>> Watcher::attach(std::shared_ptr<SourceHub> hub)
+{
+	std::unique_ptr<Watcher> w(new Watcher(std::move(hub)));
+	w->borrowed_ = true;
 	return w;
 }
 
@@ -40,13 +50,14 @@ Watcher::~Watcher()
 	std::lock_guard guard(mu_);
 	for (auto &[id, s] : subs_)
 		unwatch_locked(s);
+	hub_->leave(client_);
 }
 
 void Watcher::unwatch_locked(Subscription &s) noexcept
 {
 	for (std::size_t i = 0; i < s.watches.size(); ++i)
 		if (s.watches[i])
-			sources_[i]->unwatch(s.watches[i]);
+			hub_->unwatch(i, s.watches[i]);
 	s.watches.clear();
 }
 
@@ -57,7 +68,7 @@ bool Watcher::rearm_locked(Subscription &s)
 {
 	bool vouched = false;
 	for (std::size_t i = 0; i < s.watches.size(); ++i)
-		if (s.watches[i] && sources_[i]->prepare_pin(s.watches[i], s.range))
+		if (s.watches[i] && hub_->prepare_pin(i, s.watches[i], s.range))
 			vouched = true;
 	return vouched;
 }
@@ -68,8 +79,8 @@ Result<std::uint64_t> Watcher::subscribe(Range range, mrsync_change_fn fn, void 
 	std::string reasons;
 	std::optional<Error> other;
 	std::lock_guard guard(mu_);
-	for (auto &source : sources_) {
-		auto handle = source->watch(range.start, range.end - range.start);
+	for (std::size_t i = 0; i < hub_->size(); ++i) {
+		auto handle = hub_->watch(i, range.start, range.end - range.start);
 		s.watches.push_back(handle ? *handle : 0);
 		if (handle)
 			continue;
@@ -82,7 +93,7 @@ Result<std::uint64_t> Watcher::subscribe(Range range, mrsync_change_fn fn, void 
 	for (std::size_t i = 0; i < s.watches.size(); ++i) {
 		if (!s.watches[i])
 			continue;
-		auto ok = sources_[i]->prepare_pin(s.watches[i], range);
+		auto ok = hub_->prepare_pin(i, s.watches[i], range);
 		if (ok) {
 			const std::uint64_t id = next_id_++;
 			subs_.emplace(id, std::move(s));
@@ -127,15 +138,11 @@ bool Watcher::quiet() const noexcept
 /* Moves what every source reported into `changed`. @return overflow. */
 bool Watcher::drain_locked(std::vector<Range> &changed)
 {
-	/* Before draining: a change after this moves the sum again. */
+	/* Before draining: a change after this moves the sum again, whichever
+	 * client of the hub drains it (it leaves us a copy). */
 	seen_.store(mrsync_gen_begin(words_.data(), std::uint32_t(words_.size())));
-	bool overflow = false;
 	std::vector<Range> unsettled; /* the cache's concern (pins), not ours */
-	for (auto &source : sources_) {
-		overflow |= source->drain(changed);
-		source->drain_unsettled(unsettled);
-	}
-	return overflow;
+	return hub_->drain(client_, changed, unsettled).overflow;
 }
 
 std::vector<Watcher::Delivery> Watcher::match_locked(const std::vector<Range> &drained,
@@ -206,7 +213,8 @@ Result<int> Watcher::poll()
 
 Result<int> Watcher::fd()
 {
-	std::lock_guard guard(mu_); /* drain() runs under it: no source drains meanwhile */
+	std::lock_guard guard(mu_); /* our drain runs under it; another client's
+				     * drain meanwhile sets client_wakeup() */
 	if (epoll_)
 		return epoll_.get();
 	return open_fd_locked();
@@ -219,23 +227,27 @@ Result<int> Watcher::open_fd_locked()
 		const int err = errno;
 		return make_error(err, "watcher: epoll_create1: " + errno_text(err));
 	}
-	for (auto &source : sources_) {
+	/* Each source's fd, then the hub's for this client (a drain by the
+	 * other client -- the context's resync -- clears the sources' fds and
+	 * sets that one instead). */
+	for (std::size_t i = 0; i <= hub_->size(); ++i) {
 		if (wakeups_ == Wakeups::test_off)
 			break; /* the negative control: nothing ever makes the set readable */
-		auto wake = source->enable_wakeup();
+		const bool source = i < hub_->size();
+		const std::string what = source ? "the " + std::string(hub_->name(i)) + " source"
+						: std::string("the shared sources' hand-over");
+		auto wake = source ? hub_->enable_wakeup(i) : hub_->client_wakeup(client_);
 		if (!wake)
-			return make_error(wake.error().code,
-					  "watcher: the " + std::string(source->name()) +
-						  " source cannot wake a poller: " +
-						  wake.error().message);
+			return make_error(wake.error().code, "watcher: " + what +
+								     " cannot wake a poller: " +
+								     wake.error().message);
 		epoll_event ev{};
 		ev.events = EPOLLIN;
 		ev.data.u64 = 0;
 		if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, *wake, &ev) != 0) {
 			const int err = errno;
-			return make_error(err, "watcher: epoll_ctl(ADD) of the " +
-						       std::string(source->name()) +
-						       " source's fd: " + errno_text(err));
+			return make_error(err, "watcher: epoll_ctl(ADD) of " + what +
+						       "'s fd: " + errno_text(err));
 		}
 	}
 	epoll_ = std::move(epoll);
@@ -245,9 +257,8 @@ Result<int> Watcher::open_fd_locked()
 
 Status Watcher::notify_unmap(Range range)
 {
-	for (auto &source : sources_)
-		if (auto *manual = dynamic_cast<ManualInput *>(source.get()))
-			return manual->notify(range);
+	if (auto *manual = hub_->manual())
+		return manual->notify(range);
 	return make_error(ENOTSUP, "watcher: no manual source (create it with "
 				   "MRSYNC_SOURCE_MANUAL in sources)");
 }

@@ -3,16 +3,17 @@
  * subscriptions by address range, and the poll that drains the sources and
  * calls back the subscriptions a change touches.
  *
- * Why its own sources rather than the context's: a source's ring has one
- * consumer, and the context's is its resync (resync.cpp). Making the cache a
- * client of the watcher means moving that drain here and the context's
- * watch/prepare_pin calls behind subscriptions; docs/integration.md ("The
- * cache as a subscriber") says what that takes.
+ * Whose sources: a watcher is one client of a SourceHub (source_hub.hpp).
+ * mrsync_watcher_create() opens a hub of its own; mrsync_ctx_watcher()
+ * attaches to the context's, whose other client is the context's resync, so
+ * both watch the same memory through one userfaultfd / one module file, and
+ * a change one of them drains stays pending for the other.
  *
  * The pollable fd (mrsync_watcher_fd()): an epoll set over each source's
  * wake-up fd (EventSource::enable_wakeup(): the module's file, the
  * user-space sources' eventfds), level-triggered, so the set is readable
- * exactly while one of them is. Each source clears its own in drain(), and
+ * exactly while one of them is, plus the hub's eventfd for this client
+ * (set when another client drained ranges for it). Each clears in drain(), and
  * once the fd exists every poll drains (no quiet() shortcut): the shortcut
  * would leave a spurious wake-up standing and an event loop spinning.
  *
@@ -34,6 +35,7 @@
 #include <mrsync/source.hpp>
 #include <mrsync/subscribe.h>
 
+#include "source_hub.hpp"
 #include "unique_fd.hpp"
 
 namespace mrsync::detail {
@@ -47,6 +49,11 @@ public:
 	/** Opens the sources of `mask` (0: automatic, as a context does). */
 	static Result<std::unique_ptr<Watcher>> create(std::uint32_t mask,
 						       Wakeups wakeups = Wakeups::on);
+	/** A client of `hub`, which the context owning it shares
+	 *  (mrsync_ctx_watcher()); the context owns the watcher too. */
+	static Result<std::unique_ptr<Watcher>> attach(std::shared_ptr<SourceHub> hub);
+	/** Whether a context owns it (mrsync_watcher_destroy() must not). */
+	bool borrowed() const noexcept { return borrowed_; }
 	~Watcher();
 	Watcher(const Watcher &) = delete;
 	Watcher &operator=(const Watcher &) = delete;
@@ -77,7 +84,7 @@ private:
 		void *arg;
 	};
 
-	Watcher() = default;
+	explicit Watcher(std::shared_ptr<SourceHub> hub);
 	bool quiet() const noexcept;
 	bool drain_locked(std::vector<Range> &changed);
 	std::vector<Delivery> match_locked(const std::vector<Range> &changed, bool overflow);
@@ -86,7 +93,9 @@ private:
 
 	Result<int> open_fd_locked();
 
-	std::vector<std::unique_ptr<EventSource>> sources_;
+	std::shared_ptr<SourceHub> hub_;
+	SourceHub::ClientId client_ = 0;
+	bool borrowed_ = false;
 	std::vector<const std::uint64_t *> words_; /* the sources' generations */
 	std::atomic<std::uint64_t> seen_{0};        /* their sum at the last drain */
 	std::atomic<bool> rearm_pending_{false};    /* some subscription is not armed */

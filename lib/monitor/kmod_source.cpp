@@ -163,7 +163,7 @@ public:
 		return reinterpret_cast<const std::uint64_t *>(&header()->generation);
 	}
 
-	/* Thread safety: one caller at a time (the context lock). */
+	/* Thread safety: one caller at a time (the core's sources lock, SourceHub). */
 	bool drain(std::vector<Range> &out) override
 	{
 		if (forked_.load(std::memory_order_acquire))

@@ -124,7 +124,7 @@ public:
 	Status prepare_pin(std::uint64_t handle, Range range) override;
 	/** The REMOVE ranges drained since the last call: reported before the
 	 *  zap, which nothing here can see end.
-	 *  Thread safety: the context lock (one caller at a time). */
+	 *  Thread safety: the core's sources lock (SourceHub: one caller at a time). */
 	bool drain_unsettled(std::vector<Range> &out) override { return unsettled_.drain(out); }
 	/** Fork child: closes the descriptors; no join, no unregistering.
 	 *  Runs by itself in every fork child (pthread_atfork); idempotent.

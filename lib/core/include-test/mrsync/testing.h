@@ -29,8 +29,17 @@ extern "C" {
  *  revocation: the device keeps translating them to the replaced pages). */
 #define MRSYNC_CTX_F_TEST_NO_REVOKE (1u << 2)
 
+/** TEST ONLY: the context's sources keep no copy of a drain for the other
+ *  clients (lib/core/source_hub.hpp): a change that the context's watcher
+ *  (mrsync_ctx_watcher()) polls first never reaches the cache's resync, and
+ *  one the cache resyncs first never reaches the watcher's callbacks -- the
+ *  negative control of the fan-out (test/integration/shared_sources_test.cc). */
+#define MRSYNC_CTX_F_TEST_NO_FANOUT (1u << 3)
+
 /** Every test-only flag (mrsync_params.flags). */
-#define MRSYNC_CTX_F_TEST_ONLY_MASK (MRSYNC_CTX_F_TEST_UNGUARDED_PINS | MRSYNC_CTX_F_TEST_NO_REVOKE)
+#define MRSYNC_CTX_F_TEST_ONLY_MASK                                                    \
+	(MRSYNC_CTX_F_TEST_UNGUARDED_PINS | MRSYNC_CTX_F_TEST_NO_REVOKE |              \
+	 MRSYNC_CTX_F_TEST_NO_FANOUT)
 
 /** TEST ONLY, a bit of mrsync_watcher_create()'s `sources`: no source
  *  signals mrsync_watcher_fd(), which then never polls readable (the

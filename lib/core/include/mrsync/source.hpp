@@ -66,7 +66,9 @@ public:
 	/**
 	 * Moves the ranges reported since the last drain into `out`.
 	 * @return true if some were lost to a full ring: resync everything.
-	 * Called with the context lock held; waits at most for an announced
+	 * Called with the lock of the core's shared sources held (SourceHub:
+	 * every call of this contract comes one at a time, from the context's
+	 * resync or a watcher's poll); waits at most for an announced
 	 * batch to be published, never for anything that needs that lock.
 	 */
 	virtual bool drain(std::vector<Range> &out) = 0;
@@ -78,7 +80,7 @@ public:
 	 * MADV_DONTNEED before the zap). Each also went through drain(). The
 	 * core then pins such a range only for a lookup that needs it now.
 	 * @return true if some were lost: treat every range as unsettled.
-	 * Called with the context lock held, after drain().
+	 * Called with the same lock held, after drain().
 	 */
 	virtual bool drain_unsettled(std::vector<Range> & /*out*/) { return false; }
 
@@ -137,7 +139,8 @@ public:
 	 *  touching them (see Driver::abandon()). A source with process-wide
 	 *  state to fix before anything else runs in the child does that in
 	 *  its own fork handler (fork_guard.hpp, phase `sources`); this is the
-	 *  core's call, under the context lock, before it replaces the source. */
+	 *  core's call, under the context lock and the sources' lock, before it
+	 *  replaces the source. */
 	virtual void abandon() noexcept = 0;
 };
 

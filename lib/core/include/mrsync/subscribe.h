@@ -7,9 +7,14 @@
  * mrsync's: UCX's rcache (lib/ucx), libfabric's MR cache (lib/ofi), a
  * dataplane's own. docs/integration.md shows them in use.
  *
- * A watcher owns its own sources (one userfaultfd, one /dev/mrsync file...).
- * Subscriptions watch, they never pin: memory under a subscription can be
- * unmapped, remapped and freed as usual.
+ * A watcher made by mrsync_watcher_create() owns its own sources (one
+ * userfaultfd, one /dev/mrsync file...). The watcher of a context
+ * (mrsync_ctx_watcher()) shares the context's: a process that both caches
+ * and subscribes watches each mapping once (userfaultfd allows one
+ * userfaultfd per mapping), and a change reaches both, whichever of the
+ * poll and the cache's resync drains it first. Subscriptions watch, they
+ * never pin: memory under a subscription can be unmapped, remapped and
+ * freed as usual.
  *
  * The guarantee is the cache's: every source moves its generation *before*
  * the unmapping call (munmap, mremap, madvise(MADV_DONTNEED), mmap(MAP_FIXED)
@@ -66,6 +71,7 @@ extern "C" {
 
 /** A set of event sources and the subscriptions fed from them (opaque). */
 struct mrsync_watcher;
+struct mrsync_ctx; /* mrsync.h */
 
 enum mrsync_change_flags {
 	/** A source lost events (its ring overflowed): the whole subscription
@@ -97,8 +103,37 @@ typedef void (*mrsync_change_fn)(void *arg, const struct mrsync_change *change);
  */
 int mrsync_watcher_create(uint32_t sources, struct mrsync_watcher **out);
 
+/**
+ * The watcher of a context: subscriptions on the context's own event
+ * sources (the same module file, userfaultfd, DPDK source and manual source
+ * as its cache), so memory the cache registers can be subscribed too.
+ *  - Borrowed: the context owns it. It is made at the first call (the same
+ *    one on every later call) and lives until mrsync_ctx_destroy(), which
+ *    ends its subscriptions; mrsync_watcher_destroy() on it only sets the
+ *    caller's pointer to NULL. No call on it may run during
+ *    mrsync_ctx_destroy().
+ *  - Every mrsync_watcher_* call works on it as on a watcher of its own,
+ *    mrsync_watcher_fd() and mrsync_watcher_notify_unmap() (the context's
+ *    manual source, as mrsync_notify_unmap()) included.
+ *  - Nothing is lost between the two consumers: a change a poll delivers
+ *    is still applied by the cache's next lookup, and one the cache
+ *    resynced first is still delivered by the next poll.
+ *  - Locks: a poll takes the sources' lock for its drain, as a lookup's
+ *    resync does; callbacks still run with no lock held, and may call
+ *    mrsync_get()/mrsync_put() on the context.
+ *  - Fork: a child must not use the parent's watcher; in the child this
+ *    call returns a new one, on the child's sources.
+ * @param ctx the context.
+ * @param out receives the watcher.
+ * @return 0; -EINVAL (ctx or out NULL); -ENOMEM; a fork child's errors
+ *         rebuilding the context (as mrsync_resync()).
+ * Thread safety: any thread, but not a callback of that watcher.
+ */
+int mrsync_ctx_watcher(struct mrsync_ctx *ctx, struct mrsync_watcher **out);
+
 /** Stops every source and frees the watcher; sets *watcher to NULL. No other
- *  call on the watcher may be running. */
+ *  call on the watcher may be running. A context's watcher
+ *  (mrsync_ctx_watcher()) is left to its context: only *watcher is cleared. */
 void mrsync_watcher_destroy(struct mrsync_watcher **watcher);
 
 /**
@@ -143,7 +178,9 @@ int mrsync_watcher_notify_unmap(struct mrsync_watcher *watcher, const void *addr
 /**
  * A file descriptor that polls readable (POLLIN) when mrsync_watcher_poll()
  * may have something to deliver: an epoll set over the sources' own fds,
- * level-triggered.
+ * level-triggered, and an eventfd set when another consumer of the same
+ * sources (the context's resync, for mrsync_ctx_watcher()) drained a change
+ * first.
  *  - Never missed: a change reported after a poll began draining leaves the
  *    fd readable, so sleeping until it is readable and then polling misses
  *    no change, on any thread.
