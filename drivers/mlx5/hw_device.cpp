@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include <mrsync/log.hpp>
+#include <mrsync/verbs.h>
 
 #include "format.hpp"
 #include "mlx5_driver.hpp"
@@ -410,9 +411,9 @@ bool hw_available(std::string &why)
 	return true;
 }
 
-Result<DriverOptions> driver_options(const mrsync_mlx5_params *params)
+Result<FactoryOptions> driver_options(const mrsync_mlx5_params *params)
 {
-	DriverOptions options;
+	FactoryOptions options;
 	if (!params)
 		return options;
 	if (params->struct_size < MRSYNC_MLX5_PARAMS_SIZE_V1)
@@ -423,15 +424,40 @@ Result<DriverOptions> driver_options(const mrsync_mlx5_params *params)
 	const bool has_flags =
 		params->struct_size >= offsetof(mrsync_mlx5_params, flags) + sizeof(params->flags);
 	const std::uint32_t flags = has_flags ? params->flags : 0;
-	if (const std::uint32_t unknown = flags & ~std::uint32_t(MRSYNC_MLX5_F_HOLES_FREE_KEY))
+	constexpr std::uint32_t kKnown = MRSYNC_MLX5_F_HOLES_FREE_KEY | MRSYNC_MLX5_F_FALLBACK_VERBS;
+	if (const std::uint32_t unknown = flags & ~kKnown)
 		return make_error(EINVAL, fmt("mlx5: params->flags has unknown bits 0x%x", unknown));
 	if (params->fence_timeout_ms)
-		options.fence_timeout = std::chrono::milliseconds(params->fence_timeout_ms);
-	options.poison_refused = !(flags & MRSYNC_MLX5_F_HOLES_FREE_KEY);
+		options.driver.fence_timeout = std::chrono::milliseconds(params->fence_timeout_ms);
+	options.driver.poison_refused = !(flags & MRSYNC_MLX5_F_HOLES_FREE_KEY);
+	options.fallback_verbs = flags & MRSYNC_MLX5_F_FALLBACK_VERBS;
 	return options;
 }
 
+bool falls_back_to_verbs(const FactoryOptions &options, const Error &why) noexcept
+{
+	return options.fallback_verbs && why.code == EOPNOTSUPP;
+}
+
 namespace {
+
+/* The application asked for it (MRSYNC_MLX5_F_FALLBACK_VERBS): the verbs
+ * driver in the same PD, or on the same device. */
+Result<std::unique_ptr<Driver>> verbs_instead(const mrsync_mlx5_params &params, const DriverConfig &config,
+					      Error why)
+{
+	const DriverFactory *verbs = find_driver("verbs");
+	if (!verbs)
+		return make_error(why.code, why.message + "; the verbs driver to fall back to is not built");
+	MRSYNC_LOG(warning, "mlx5", "%s; falling back to the verbs driver (keys change on a resync)",
+		   why.message.c_str());
+	mrsync_verbs_params vp = MRSYNC_VERBS_PARAMS_INIT;
+	vp.pd = params.pd;
+	vp.device = params.pd ? nullptr : params.device;
+	DriverConfig verbs_config = config;
+	verbs_config.arg = &vp;
+	return verbs->create(verbs_config);
+}
 
 Result<std::unique_ptr<Driver>> create_driver(const DriverConfig &config)
 {
@@ -441,11 +467,14 @@ Result<std::unique_ptr<Driver>> create_driver(const DriverConfig &config)
 	if (!options)
 		return std::move(options).error();
 	auto dev = open_hw_device(params);
-	if (!dev)
-		return std::move(dev).error();
-	auto driver = Mlx5Driver::create(std::move(dev).value(), *options);
-	if (!driver)
+	Result<std::unique_ptr<Mlx5Driver>> driver =
+		dev ? Mlx5Driver::create(std::move(dev).value(), options->driver)
+		    : Result<std::unique_ptr<Mlx5Driver>>(std::move(dev).error());
+	if (!driver) {
+		if (falls_back_to_verbs(*options, driver.error()))
+			return verbs_instead(*params, config, std::move(driver).error());
 		return std::move(driver).error();
+	}
 	return std::unique_ptr<Driver>(std::move(driver).value());
 }
 

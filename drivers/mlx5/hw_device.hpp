@@ -29,10 +29,21 @@ namespace mrsync::mlx5 {
 /** Opens the device `params` names (or the first mlx5 device). */
 Result<std::unique_ptr<Device>> open_hw_device(const mrsync_mlx5_params *params);
 
-/** The driver options `params` asks for (NULL: the defaults); EINVAL naming
- *  the field for a size older than any struct or an unknown flag. A struct
- *  of the size before `flags` (MRSYNC_MLX5_PARAMS_SIZE_V1) reads as flags 0. */
-Result<DriverOptions> driver_options(const mrsync_mlx5_params *params);
+/** What struct mrsync_mlx5_params asks of the factory. */
+struct FactoryOptions {
+	DriverOptions driver;
+	bool fallback_verbs = false; /**< MRSYNC_MLX5_F_FALLBACK_VERBS */
+};
+
+/** The options `params` asks for (NULL: the defaults); EINVAL naming the
+ *  field for a size older than any struct or an unknown flag. A struct of
+ *  the size before `flags` (MRSYNC_MLX5_PARAMS_SIZE_V1) reads as flags 0. */
+Result<FactoryOptions> driver_options(const mrsync_mlx5_params *params);
+
+/** Whether the mlx5 driver's failure `why` calls for the verbs driver:
+ *  the flag is set and the device is there but lacks a capability
+ *  (EOPNOTSUPP), not absent (ENODEV) or misused (EINVAL). */
+bool falls_back_to_verbs(const FactoryOptions &options, const Error &why) noexcept;
 
 /** Whether an mlx5 device with what the driver needs exists; `why` if not. */
 bool hw_available(std::string &why);

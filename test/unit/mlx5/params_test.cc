@@ -17,12 +17,14 @@ TEST(Mlx5Params, NoParamsAndTheInitializerMeanTheHardwareRefusesThroughAHole)
 {
 	auto none = driver_options(nullptr);
 	ASSERT_TRUE(none);
-	EXPECT_TRUE(none->poison_refused);
+	EXPECT_TRUE(none->driver.poison_refused);
+	EXPECT_FALSE(none->fallback_verbs);
 	mrsync_mlx5_params p = MRSYNC_MLX5_PARAMS_INIT;
 	auto init = driver_options(&p);
 	ASSERT_TRUE(init);
-	EXPECT_TRUE(init->poison_refused);
-	EXPECT_EQ(init->fence_timeout, DriverOptions{}.fence_timeout);
+	EXPECT_TRUE(init->driver.poison_refused);
+	EXPECT_EQ(init->driver.fence_timeout, DriverOptions{}.fence_timeout);
+	EXPECT_FALSE(init->fallback_verbs);
 }
 
 TEST(Mlx5Params, TheHolesFlagMakesAKeyWithAHoleFree)
@@ -32,8 +34,8 @@ TEST(Mlx5Params, TheHolesFlagMakesAKeyWithAHoleFree)
 	p.fence_timeout_ms = 250;
 	auto o = driver_options(&p);
 	ASSERT_TRUE(o);
-	EXPECT_FALSE(o->poison_refused);
-	EXPECT_EQ(o->fence_timeout, std::chrono::milliseconds(250));
+	EXPECT_FALSE(o->driver.poison_refused);
+	EXPECT_EQ(o->driver.fence_timeout, std::chrono::milliseconds(250));
 }
 
 TEST(Mlx5Params, AStructOfTheSizeBeforeFlagsReadsNoFlags)
@@ -45,7 +47,8 @@ TEST(Mlx5Params, AStructOfTheSizeBeforeFlagsReadsNoFlags)
 	p.flags = 0xdeadbeef;
 	auto o = driver_options(&p);
 	ASSERT_TRUE(o) << o.error().message;
-	EXPECT_TRUE(o->poison_refused);
+	EXPECT_TRUE(o->driver.poison_refused);
+	EXPECT_FALSE(o->fallback_verbs);
 }
 
 TEST(Mlx5Params, BadSizesAndUnknownFlagsAreRefusedByName)
@@ -58,12 +61,30 @@ TEST(Mlx5Params, BadSizesAndUnknownFlagsAreRefusedByName)
 	EXPECT_NE(small.error().message.find("struct_size"), std::string::npos)
 		<< small.error().message;
 	p = MRSYNC_MLX5_PARAMS_INIT;
-	p.flags = MRSYNC_MLX5_F_HOLES_FREE_KEY | 0x80;
+	p.flags = MRSYNC_MLX5_F_HOLES_FREE_KEY | MRSYNC_MLX5_F_FALLBACK_VERBS | 0x80;
 	auto unknown = driver_options(&p);
 	ASSERT_FALSE(unknown);
 	EXPECT_EQ(unknown.error().code, EINVAL);
 	EXPECT_NE(unknown.error().message.find("flags has unknown bits 0x80"), std::string::npos)
 		<< unknown.error().message;
+}
+
+/* The fallback is the application's choice, and only for a device that is
+ * there but lacks a capability: no device, or a bad argument, stays an error. */
+TEST(Mlx5Params, TheVerbsFallbackIsTakenOnlyWhenAskedAndOnlyForAMissingCapability)
+{
+	mrsync_mlx5_params p = MRSYNC_MLX5_PARAMS_INIT;
+	const Error lacking{EOPNOTSUPP, "mlx5 on mlx5_0: umr_indirect_mkey_disabled is set"};
+	auto off = driver_options(&p);
+	ASSERT_TRUE(off);
+	EXPECT_FALSE(falls_back_to_verbs(*off, lacking));
+	p.flags = MRSYNC_MLX5_F_FALLBACK_VERBS;
+	auto on = driver_options(&p);
+	ASSERT_TRUE(on);
+	EXPECT_TRUE(on->fallback_verbs);
+	EXPECT_TRUE(falls_back_to_verbs(*on, lacking));
+	EXPECT_FALSE(falls_back_to_verbs(*on, Error{ENODEV, "mlx5: no mlx5 device"}));
+	EXPECT_FALSE(falls_back_to_verbs(*on, Error{EINVAL, "mlx5 create: bad"}));
 }
 
 } // namespace

@@ -54,6 +54,18 @@ struct mrsync_mlx5_params {
  */
 #define MRSYNC_MLX5_F_HOLES_FREE_KEY (1u << 0)
 
+/**
+ * When the mlx5 device lacks what the driver needs (DEVX, UMR on indirect
+ * mkeys, max_indirection >= 3), create the context on the verbs driver
+ * instead, in `pd` (or on `device`), and say why in one log line. Off by
+ * default, because the verbs driver changes what the application must do:
+ * keys change on a resync (on_key_change), a peer's old rkey reaches the
+ * old pages until mrsync_verbs_quiesced() (mrsync/verbs.h), so it must be
+ * the application's choice. Without it the context creation fails with
+ * EOPNOTSUPP naming what is missing. No mlx5 device at all stays ENODEV.
+ */
+#define MRSYNC_MLX5_F_FALLBACK_VERBS (1u << 1)
+
 /** The size of the struct before `flags`: callers built against it keep working. */
 #define MRSYNC_MLX5_PARAMS_SIZE_V1 (offsetof(struct mrsync_mlx5_params, device) + sizeof(const char *))
 
